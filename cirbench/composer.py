@@ -1,0 +1,148 @@
+"""The composer contract: what every model plugin provides.
+
+A composer is a :class:`torch.nn.Module` built from a :class:`ComposerContext`. It maps a
+query (reference image + modification text) and a gallery image into one embedding space:
+
+* :meth:`Composer.compose` ``(images, texts) -> [B, D]`` for queries;
+* :meth:`Composer.embed_target` ``(images) -> [B, D]`` for gallery images;
+* :meth:`Composer.training_loss` ``(batch) -> {name: scalar}``: named loss parts; the engine
+  optimises their sum and records every part.
+
+Optimisation is the composer's to shape through :meth:`Composer.configure_optimizers`
+(several optimisers, parameter groups with their own learning rates). A composer that needs
+full control of a step (an adversarial step with its own optimiser, say) sets
+``automatic_optimization = False`` and implements :meth:`Composer.training_step`.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from cirbench.protocol import Protocol
+
+
+@dataclass(frozen=True)
+class ComposerContext:
+    """Everything a composer is built from.
+
+    Fields:
+        protocol: the protocol (backbone, image size, embedding size, budget).
+        train_texts: every training text of the dataset (for a vocabulary).
+        base_loss: the dataset's canonical base loss (``soft_triplet`` or
+            ``batch_classification``).
+        dataset: the dataset's name (for the record; a composer must not special-case it).
+        device: where the composer will run.
+    """
+
+    protocol: "Protocol"
+    train_texts: Sequence[str]
+    base_loss: str = "soft_triplet"
+    dataset: str = ""
+    device: str = "cpu"
+
+
+@dataclass
+class TrainBatch:
+    """One training batch, on the composer's device.
+
+    ``reference_images`` and ``target_images`` are normalised float tensors ``[B, 3, S, S]``;
+    ``reference_ids`` and ``target_ids`` are ``int64 [B]`` dataset image ids (two rows with the
+    same target id share their answer).
+    """
+
+    reference_images: torch.Tensor
+    texts: list[str]
+    target_images: torch.Tensor
+    reference_ids: torch.Tensor
+    target_ids: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+class Composer(nn.Module, abc.ABC):
+    """Base class of every composer. See the module docstring for the contract."""
+
+    #: Set False to take over the whole step in :meth:`training_step`.
+    automatic_optimization: bool = True
+
+    def __init__(self, ctx: ComposerContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    @abc.abstractmethod
+    def compose(self, images: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        """Query embeddings ``[B, D]`` for reference ``images`` ``[B, 3, S, S]`` and ``texts``."""
+
+    @abc.abstractmethod
+    def embed_target(self, images: torch.Tensor) -> torch.Tensor:
+        """Gallery embeddings ``[B, D]`` for ``images`` ``[B, 3, S, S]``."""
+
+    @abc.abstractmethod
+    def training_loss(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
+        """Named scalar loss parts for ``batch``; their sum is minimised."""
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        """Optimisers for training. Default: TIRG's, SGD with momentum 0.9 and lr 0.01 over all
+        trainable parameters, with the protocol's weight decay."""
+        return [
+            torch.optim.SGD(
+                [p for p in self.parameters() if p.requires_grad],
+                lr=0.01,
+                momentum=0.9,
+                weight_decay=self.ctx.protocol.weight_decay,
+            )
+        ]
+
+    def on_train_step_start(self, step: int) -> None:
+        """Called before every step (0-based); e.g. to unfreeze a backbone after a warm-up."""
+
+    def training_step(
+        self, batch: TrainBatch, optimizers: list[torch.optim.Optimizer], step: int
+    ) -> dict[str, torch.Tensor]:
+        """Only with ``automatic_optimization = False``: do the whole step (backward passes and
+        optimiser steps) and return the named loss parts, detached."""
+        raise NotImplementedError(
+            f"{type(self).__name__} sets automatic_optimization = False "
+            "but does not implement training_step"
+        )
+
+    def parameter_counts(self) -> dict[str, int]:
+        """``total`` and ``trainable`` parameter counts (frozen = total - trainable)."""
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return {"total": total, "trainable": trainable, "frozen": total - trainable}
+
+    def pretrained_weights(self) -> list[str]:
+        """Names of the pretrained weights this composer loaded (recorded with results)."""
+        names: list[str] = []
+        for m in self.modules():
+            if m is not self and hasattr(m, "weights_name") and m.weights_name:
+                names.append(m.weights_name)
+        return sorted(set(names))
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device(self.ctx.device)
+
+
+@dataclass(frozen=True)
+class ComposerSpec:
+    """What a plugin returns from ``cirbench_composers``: a named composer and its builder.
+
+    ``build(ctx)`` returns a :class:`Composer`. ``paper`` cites the method (shown by
+    ``cirbench list``).
+    """
+
+    name: str
+    build: Callable[[ComposerContext], Composer]
+    description: str = ""
+    paper: str = ""

@@ -1,0 +1,126 @@
+"""The dataset contract: what every dataset plugin provides.
+
+A dataset is a table of images (integer ids ``0 .. num_images-1``), training triplets and
+test queries. Its evaluation rules are data, so the evaluator stays generic:
+
+* label-based hits (CSS, Fashion200k, MIT-States) are several correct ids per query;
+* query groups (CSS modification types, FashionIQ categories) are the ``group`` field;
+* a per-group gallery is what :meth:`CIRDataset.gallery` returns for that group.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from cirbench.protocol import Protocol
+
+
+@dataclass(frozen=True)
+class Triplet:
+    """One training example: ``reference`` + ``text`` should retrieve ``target``."""
+
+    reference: int
+    text: str
+    target: int
+
+
+@dataclass(frozen=True)
+class Query:
+    """One test query.
+
+    ``targets`` are every gallery id that counts as a correct answer (label-based hits give
+    several). ``group`` is the query's group for the per-group breakdown (e.g. ``add``,
+    ``remove``, ``change`` on CSS-like data, or a FashionIQ category).
+    """
+
+    reference: int
+    text: str
+    targets: tuple[int, ...]
+    group: str = "all"
+
+
+class CIRDataset(abc.ABC):
+    """A composed-image-retrieval dataset, already built at the protocol's scale and size.
+
+    Subclasses set :attr:`name` and :attr:`base_loss` and implement the abstract methods.
+    ``base_loss`` names the loss the dataset's canonical protocol trains with
+    (``"soft_triplet"`` for CSS and MIT-States, ``"batch_classification"`` for the fashion
+    datasets; REFERENCE.md §2); composers that follow TIRG read it from their context.
+    """
+
+    name: str = ""
+    base_loss: str = "soft_triplet"
+
+    @property
+    @abc.abstractmethod
+    def num_images(self) -> int:
+        """Number of images; ids run from 0 to ``num_images - 1``."""
+
+    @abc.abstractmethod
+    def images(self, ids: Sequence[int]) -> torch.Tensor:
+        """The images ``ids`` as a ``uint8`` tensor ``[len(ids), 3, S, S]``, S the protocol's
+        image size, RGB, no normalisation (the engine normalises)."""
+
+    @abc.abstractmethod
+    def train_triplets(self) -> Sequence[Triplet]:
+        """All training triplets."""
+
+    @abc.abstractmethod
+    def queries(self) -> Sequence[Query]:
+        """All test queries."""
+
+    @abc.abstractmethod
+    def gallery(self, group: str | None = None) -> np.ndarray:
+        """Gallery ids (``int64``) for test queries of ``group``; ``None``: the one shared
+        gallery. Datasets with a gallery per group (FashionIQ) override this for groups."""
+
+    def has_group_galleries(self) -> bool:
+        """True when every query group is ranked against its own gallery."""
+        return False
+
+    def train_texts(self) -> list[str]:
+        """Every text a composer may see in training (for building a vocabulary)."""
+        return sorted({t.text for t in self.train_triplets()})
+
+    def sample_triplets(self, rng: np.random.Generator, n: int) -> list[Triplet]:
+        """Draw ``n`` training triplets. Default: uniform with replacement. Datasets whose
+        canonical sampler differs (TIRG's CSS pairs samples sharing a reference) override."""
+        triplets = self.train_triplets()
+        idx = rng.integers(0, len(triplets), size=n)
+        return [triplets[i] for i in idx]
+
+    def describe(self) -> dict:
+        """Sizes and facts recorded with every result."""
+        qs = self.queries()
+        groups: dict[str, int] = {}
+        for q in qs:
+            groups[q.group] = groups.get(q.group, 0) + 1
+        return {
+            "num_images": self.num_images,
+            "num_train_triplets": len(self.train_triplets()),
+            "num_queries": len(qs),
+            "gallery_size": int(len(self.gallery())),
+            "queries_per_group": dict(sorted(groups.items())),
+            "base_loss": self.base_loss,
+        }
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What a plugin returns from ``cirbench_datasets``: a named dataset and how to build it.
+
+    ``build(protocol, cache_dir)`` returns a :class:`CIRDataset` at the protocol's
+    ``dataset_scale`` and ``image_size``; ``cache_dir`` is a folder the dataset may use to
+    keep generated or decoded data between runs.
+    """
+
+    name: str
+    build: "Callable[[Protocol, Path], CIRDataset]"
+    description: str = ""

@@ -1,0 +1,111 @@
+"""Evaluation: embed each gallery once, rank in chunks, Recall@K overall and per query group.
+
+Queries whose group has its own gallery (``dataset.has_group_galleries()``) are ranked
+against that gallery; all others against the shared one. Scores, exclusion of the reference
+and tie-breaking follow :mod:`cirbench.metrics`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from cirbench.composer import Composer
+from cirbench.data.contract import CIRDataset, Query
+from cirbench.data.images import normalize_images
+from cirbench.metrics import format_recalls, rank_queries, recall_at_k, recall_by_group
+from cirbench.progress import progress_bar
+
+
+class NonFiniteEmbeddingError(FloatingPointError):
+    """A composer produced NaN or infinite embeddings at evaluation."""
+
+
+@dataclass
+class Evaluation:
+    """Recall@K overall and per group, the per-query ranks, and the time it took."""
+
+    overall: dict[str, float]
+    groups: dict[str, dict[str, float]]
+    ranks: list[int] = field(repr=False)
+    num_queries: int = 0
+    gallery_size: int = 0
+    seconds: float = 0.0
+
+
+@torch.inference_mode()
+def embed_images(
+    composer: Composer, dataset: CIRDataset, ids: Sequence[int], batch_size: int, desc: str = "gallery"
+) -> torch.Tensor:
+    """``embed_target`` of the images ``ids``, in batches, in eval mode."""
+    out = []
+    for start in progress_bar(range(0, len(ids), batch_size), desc=desc, unit="batch"):
+        batch = [int(i) for i in ids[start : start + batch_size]]
+        images = normalize_images(dataset.images(batch), composer.device)
+        out.append(composer.embed_target(images).float())
+    emb = torch.cat(out) if out else torch.empty(0, 0)
+    if not torch.isfinite(emb).all():
+        raise NonFiniteEmbeddingError(f"non-finite gallery embeddings ({desc})")
+    return emb
+
+
+@torch.inference_mode()
+def embed_queries(
+    composer: Composer, dataset: CIRDataset, queries: Sequence[Query], batch_size: int
+) -> torch.Tensor:
+    """``compose`` of every query, in batches, in eval mode."""
+    out = []
+    for start in progress_bar(range(0, len(queries), batch_size), desc="queries", unit="batch"):
+        chunk = queries[start : start + batch_size]
+        images = normalize_images(dataset.images([q.reference for q in chunk]), composer.device)
+        out.append(composer.compose(images, [q.text for q in chunk]).float())
+    emb = torch.cat(out)
+    if not torch.isfinite(emb).all():
+        raise NonFiniteEmbeddingError("non-finite query embeddings")
+    return emb
+
+
+def evaluate(
+    composer: Composer, dataset: CIRDataset, ks: Sequence[int], batch_size: int = 256, chunk: int = 1024
+) -> Evaluation:
+    """Recall@K of ``composer`` on the test queries of ``dataset``."""
+    start = time.perf_counter()
+    was_training = composer.training
+    composer.eval()
+    try:
+        queries = list(dataset.queries())
+        if not queries:
+            raise ValueError(f"dataset {dataset.name!r} has no test queries")
+        q_emb = embed_queries(composer, dataset, queries, batch_size)
+        ranks = torch.empty(len(queries), dtype=torch.long)
+        per_group = dataset.has_group_galleries()
+        gallery_keys = sorted({q.group for q in queries}) if per_group else [None]
+        gallery_size = 0
+        for key in gallery_keys:
+            rows = [i for i, q in enumerate(queries) if key is None or q.group == key]
+            gallery = np.asarray(dataset.gallery(key), dtype=np.int64)
+            gallery_size = max(gallery_size, len(gallery))
+            g_emb = embed_images(composer, dataset, gallery, batch_size, desc=f"gallery {key or ''}".strip())
+            ranks[rows] = rank_queries(
+                q_emb[rows],
+                g_emb,
+                torch.from_numpy(gallery),
+                [queries[i].reference for i in rows],
+                [queries[i].targets for i in rows],
+                chunk=chunk,
+            )
+    finally:
+        composer.train(was_training)
+    groups = [q.group for q in queries]
+    return Evaluation(
+        overall=format_recalls(recall_at_k(ranks, ks)),
+        groups={g: format_recalls(r) for g, r in recall_by_group(ranks, groups, ks).items()},
+        ranks=ranks.tolist(),
+        num_queries=len(queries),
+        gallery_size=gallery_size,
+        seconds=time.perf_counter() - start,
+    )

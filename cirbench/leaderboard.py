@@ -1,0 +1,165 @@
+"""Results -> pandas -> one Markdown table, CSV and bar chart per (protocol, dataset).
+
+Rows of different protocol hashes never share a table. Each table has R@K columns (mean ± std
+over seeds where there are several), parameter counts, training time and the number of seeds;
+composers whose runs failed or diverged are listed under the table with their status.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+from tabulate import tabulate
+
+from cirbench.storage import atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def results_frame(results: Iterable[dict]) -> pd.DataFrame:
+    """One row per result: identity, status, R@K, parameters and times."""
+    rows = []
+    for r in results:
+        row = {
+            "protocol": r["protocol"]["name"],
+            "hash": r["protocol"]["hash"],
+            "dataset": r["dataset"]["name"],
+            "composer": r["composer"]["name"],
+            "plugin": r["composer"].get("distribution") or r["composer"].get("plugin", ""),
+            "seed": r["seed"],
+            "status": r["status"],
+            "params_total": (r.get("params") or {}).get("total"),
+            "params_trainable": (r.get("params") or {}).get("trainable"),
+            "train_s": (r.get("train") or {}).get("seconds"),
+            "eval_s": (r.get("eval") or {}).get("seconds"),
+            "device": r.get("device", ""),
+            "pretrained": bool(r["protocol"]["fields"].get("pretrained")),
+        }
+        for k, v in ((r.get("metrics") or {}).get("overall") or {}).items():
+            row[k] = v
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _recall_columns(df: pd.DataFrame) -> list[str]:
+    cols = [c for c in df.columns if c.startswith("R@")]
+    return sorted(cols, key=lambda c: int(c[2:]))
+
+
+def summarise(df: pd.DataFrame) -> pd.DataFrame:
+    """Per composer (of one protocol and dataset, status ok): mean and std of each R@K over
+    seeds, parameters, mean train time; sorted by R@1 (then the next K) descending."""
+    ok = df[df["status"] == "ok"]
+    rcols = [c for c in _recall_columns(ok) if ok[c].notna().any()]
+    if ok.empty:
+        return pd.DataFrame()
+    g = ok.groupby("composer")
+    out = pd.DataFrame({"seeds": g["seed"].nunique()})
+    for c in rcols:
+        out[f"{c} mean"] = g[c].mean()
+        out[f"{c} std"] = g[c].std(ddof=1)
+    out["params_total"] = g["params_total"].first()
+    out["params_trainable"] = g["params_trainable"].first()
+    out["train_s"] = g["train_s"].mean()
+    out["plugin"] = g["plugin"].first()
+    order = [f"{c} mean" for c in rcols]
+    return out.sort_values(order, ascending=False).reset_index()
+
+
+def _fmt_recall(mean: float, std: float) -> str:
+    if pd.isna(std):
+        return f"{100 * mean:.1f}"
+    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+def _fmt_params(n) -> str:
+    return "" if pd.isna(n) else f"{n / 1e6:.2f}M"
+
+
+def markdown_table(summary: pd.DataFrame) -> str:
+    rcols = sorted({c.split(" ")[0] for c in summary.columns if c.startswith("R@")}, key=lambda c: int(c[2:]))
+    rows = []
+    for _, r in summary.iterrows():
+        row = {"composer": r["composer"]}
+        for c in rcols:
+            row[c] = _fmt_recall(r[f"{c} mean"], r[f"{c} std"])
+        row["params"] = _fmt_params(r["params_total"])
+        row["trainable"] = _fmt_params(r["params_trainable"])
+        row["train time"] = f"{r['train_s']:.0f} s"
+        row["seeds"] = int(r["seeds"])
+        row["plugin"] = r["plugin"]
+        rows.append(row)
+    return tabulate(rows, headers="keys", tablefmt="github")
+
+
+def _plot(summary: pd.DataFrame, title: str, path: Path) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rcols = sorted({c.split(" ")[0] for c in summary.columns if c.startswith("R@")}, key=lambda c: int(c[2:]))
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(summary) * max(1, len(rcols)) / 2, 3.2))
+    width = 0.8 / max(1, len(rcols))
+    for i, c in enumerate(rcols):
+        xs = [j + i * width for j in range(len(summary))]
+        ax.bar(xs, 100 * summary[f"{c} mean"], width,
+               yerr=100 * summary[f"{c} std"].fillna(0), label=c, capsize=2)
+    ax.set_xticks([j + width * (len(rcols) - 1) / 2 for j in range(len(summary))])
+    ax.set_xticklabels(summary["composer"], rotation=20, ha="right")
+    ax.set_ylabel("Recall (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, ncol=len(rcols))
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_leaderboard(results: Iterable[dict], out_dir: Path, plots: bool = True) -> list[Path]:
+    """Write the leaderboard under ``out_dir``; returns the Markdown files written."""
+    df = results_frame(results)
+    out_dir = Path(out_dir)
+    written: list[Path] = []
+    index = ["# cirbench leaderboard", "",
+             "Generated by `cirbench leaderboard`; do not edit by hand. Recall@K in %, "
+             "mean ± std over seeds where there are several. One table per protocol "
+             "(name@hash) and dataset: rows of different protocols are never compared.", ""]
+    if df.empty:
+        index.append("No results yet.")
+    for (proto, phash, dataset), part in sorted(df.groupby(["protocol", "hash", "dataset"])):
+        label = f"{proto}@{phash}"
+        stem = f"{proto}-{phash}--{dataset}"
+        summary = summarise(part)
+        pretrained = "ImageNet weights" if part["pretrained"].any() else "no pretrained weights"
+        devices = ", ".join(sorted(set(part["device"])))
+        lines = [f"# {dataset} · protocol {label}", "",
+                 f"Backbone weights: {pretrained}. Device: {devices}.", ""]
+        if summary.empty:
+            lines.append("No successful run.")
+        else:
+            lines.append(markdown_table(summary))
+        bad = part[part["status"] != "ok"]
+        if not bad.empty:
+            lines += ["", "Runs without a result:", ""]
+            for _, r in bad.sort_values(["composer", "seed"]).iterrows():
+                lines.append(f"- {r['composer']} seed {r['seed']}: {r['status']}")
+        md = "\n".join(lines) + "\n"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / f"{stem}.md", md)
+        if not summary.empty:
+            atomic_write_text(out_dir / f"{stem}.csv", summary.to_csv(index=False))
+            if plots:
+                _plot(summary, f"{dataset} · {label}", out_dir / f"{stem}.png")
+        written.append(out_dir / f"{stem}.md")
+        index += [f"## {dataset} · protocol {label}", "", md.split("\n", 2)[2], ""]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "README.md", "\n".join(index).rstrip() + "\n")
+    return written

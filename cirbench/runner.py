@@ -1,0 +1,208 @@
+"""The grid runner: protocol x dataset x composer x seed, one result file per run.
+
+Finished runs are skipped (``force`` redoes them); a composer that raises is recorded as
+``failed`` and the grid goes on; a non-finite loss or embedding ends that run as ``diverged``.
+An interrupted run resumes from its checkpoint the next time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+import cirbench
+from cirbench.composer import ComposerContext
+from cirbench.data.contract import CIRDataset
+from cirbench.evaluate import NonFiniteEmbeddingError, evaluate
+from cirbench.plugins import Registry
+from cirbench.protocol import Protocol
+from cirbench.provenance import (
+    describe_device,
+    git_commit,
+    package_versions,
+    peak_memory_mb,
+    reset_peak_memory,
+)
+from cirbench.results import SCHEMA_VERSION, ResultsStore, RunKey
+from cirbench.train import DivergedError, seed_everything, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOptions:
+    """How to run (never what is measured: that is the protocol's)."""
+
+    results: Path
+    cache_dir: Path
+    device: torch.device
+    force: bool = False
+    checkpoint_every: int = 500
+
+
+@dataclass
+class GridReport:
+    """What a grid run did."""
+
+    ran: list[RunKey] = field(default_factory=list)
+    skipped: list[RunKey] = field(default_factory=list)
+    failed: list[tuple[RunKey, str]] = field(default_factory=list)
+    diverged: list[RunKey] = field(default_factory=list)
+
+
+class Runner:
+    """Runs (protocol, dataset, composer, seed) cells and stores their results."""
+
+    def __init__(self, registry: Registry, options: RunOptions) -> None:
+        self.registry = registry
+        self.options = options
+        self.store = ResultsStore(options.results)
+        self._datasets: dict[tuple[str, str], CIRDataset] = {}
+
+    def dataset(self, protocol: Protocol, name: str) -> CIRDataset:
+        """Build (once per protocol and name) and check a dataset."""
+        key = (protocol.hash, name)
+        if key not in self._datasets:
+            spec = self.registry.dataset(name)
+            ds = spec.build(protocol, self.options.cache_dir)
+            if not isinstance(ds, CIRDataset):
+                raise TypeError(
+                    f"dataset {name!r} from {self.registry.provider('dataset', name)}: "
+                    f"build returned {type(ds).__name__}, expected a cirbench.CIRDataset"
+                )
+            self._datasets[key] = ds
+        return self._datasets[key]
+
+    def run_grid(
+        self,
+        protocol: Protocol,
+        datasets: Iterable[str],
+        composers: Iterable[str],
+        seeds: Iterable[int],
+        on_event: Callable[[str, RunKey, dict | None], None] = lambda *_: None,
+    ) -> GridReport:
+        """Run every cell; ``on_event(kind, key, result)`` is told ``start``, ``skip`` and
+        ``done`` for each, so a front end can report progress."""
+        report = GridReport()
+        for ds in datasets:
+            for comp in composers:
+                for seed in seeds:
+                    key = RunKey(protocol, ds, comp, seed)
+                    if not self.options.force and self.store.is_done(key):
+                        report.skipped.append(key)
+                        on_event("skip", key, self.store.read(key))
+                        continue
+                    on_event("start", key, None)
+                    result = self.run_one(key)
+                    report.ran.append(key)
+                    if result["status"] == "failed":
+                        report.failed.append((key, result["error"]))
+                    elif result["status"] == "diverged":
+                        report.diverged.append(key)
+                    on_event("done", key, result)
+        return report
+
+    def run_one(self, key: RunKey) -> dict:
+        """Train and evaluate one cell, write its result (whatever happens) and return it.
+
+        KeyboardInterrupt is not caught: the checkpoint stays and the next run resumes."""
+        result = self._skeleton(key)
+        device = self.options.device
+        ckpt = self.store.checkpoint_path(key)
+        if self.options.force and ckpt.exists():
+            ckpt.unlink()
+        reset_peak_memory(device)
+        t0 = time.perf_counter()
+        try:
+            dataset = self.dataset(key.protocol, key.dataset)
+            result["dataset"]["facts"] = dataset.describe()
+            seed_everything(key.seed)
+            spec = self.registry.composer(key.composer)
+            ctx = ComposerContext(
+                protocol=key.protocol,
+                train_texts=dataset.train_texts(),
+                base_loss=dataset.base_loss,
+                dataset=key.dataset,
+                device=str(device),
+            )
+            composer = spec.build(ctx)
+            if not isinstance(composer, cirbench.Composer):
+                raise TypeError(
+                    f"composer {key.composer!r}: build returned {type(composer).__name__}, "
+                    "expected a cirbench.Composer"
+                )
+            composer.to(device)
+            result["params"] = composer.parameter_counts()
+            result["pretrained_weights"] = composer.pretrained_weights()
+            stats = train(
+                composer, dataset, key.protocol, key.seed,
+                checkpoint=ckpt, checkpoint_every=self.options.checkpoint_every,
+            )
+            result["train"] = stats.as_dict()
+            ev = evaluate(
+                composer, dataset, key.protocol.ks,
+                batch_size=key.protocol.eval_batch_size, chunk=key.protocol.eval_chunk,
+            )
+            result["metrics"] = {"overall": ev.overall, "groups": ev.groups}
+            result["eval"] = {
+                "seconds": ev.seconds,
+                "num_queries": ev.num_queries,
+                "gallery_size": ev.gallery_size,
+                "queries_per_second": ev.num_queries / ev.seconds if ev.seconds else 0.0,
+            }
+            result["status"] = "ok"
+        except (DivergedError, NonFiniteEmbeddingError) as exc:
+            result["status"] = "diverged"
+            result["error"] = str(exc)
+        except Exception as exc:  # failure isolation: record and go on
+            result["status"] = "failed"
+            result["error"] = f"{type(exc).__name__}: {exc}"
+            result["traceback"] = traceback.format_exc()
+            log.error("%s failed: %s", key, result["error"])
+        result["wall_seconds"] = time.perf_counter() - t0
+        result["peak_memory_mb"] = peak_memory_mb(device)
+        self.store.write(key, result)
+        if ckpt.exists():
+            ckpt.unlink()
+        return result
+
+    def _skeleton(self, key: RunKey) -> dict:
+        reg = self.registry
+
+        def who(kind: str, name: str) -> dict:
+            try:
+                p = reg.provider(kind, name)
+            except KeyError:
+                return {"name": name}
+            return {"name": name, "plugin": p.plugin, "distribution": p.distribution, "version": p.version}
+
+        return {
+            "schema": SCHEMA_VERSION,
+            "status": "failed",
+            "error": None,
+            "protocol": {
+                "name": key.protocol.name,
+                "hash": key.protocol.hash,
+                "version": key.protocol.version,
+                "fields": key.protocol.as_dict(),
+            },
+            "dataset": who("dataset", key.dataset),
+            "composer": who("composer", key.composer),
+            "seed": key.seed,
+            "metrics": None,
+            "params": None,
+            "pretrained_weights": [],
+            "device": describe_device(self.options.device),
+            "versions": package_versions(),
+            "plugins": dict(sorted(reg.distributions.items())),
+            "cirbench_version": cirbench.__version__,
+            "git_commit": git_commit(),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }

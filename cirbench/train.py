@@ -1,0 +1,222 @@
+"""The training loop: optimisers from the composer, the protocol's budget and schedule,
+named loss parts, divergence detection and checkpoints that let an interrupted run resume.
+
+Everything random in a run (batch sampling, dropout, initialisation, the soft triplet's
+negative sampling) is drawn from generators seeded by :func:`seed_everything`, so two CPU
+runs with the same seed give identical numbers. A resumed run restores every generator's
+state from its checkpoint and continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cirbench.composer import Composer, TrainBatch
+from cirbench.data.contract import CIRDataset
+from cirbench.data.images import normalize_images
+from cirbench.progress import progress_bar
+from cirbench.protocol import Protocol
+from cirbench.storage import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+#: Loss parts are averaged over windows so the history has at most this many points.
+HISTORY_POINTS = 50
+
+
+class DivergedError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, step: int, parts: dict[str, float]) -> None:
+        self.step = step
+        self.parts = parts
+        super().__init__(f"non-finite loss at step {step}: {parts}")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainStats:
+    """What training reports: steps, time, throughput and the loss history per part."""
+
+    iterations: int
+    seconds: float
+    samples_per_second: float
+    final_loss: dict[str, float]
+    history: list[dict] = field(default_factory=list)
+    resumed_from: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_batch(dataset: CIRDataset, triplets, device: torch.device | str) -> TrainBatch:
+    """Load and normalise the images of ``triplets`` into a :class:`TrainBatch`."""
+    refs = [t.reference for t in triplets]
+    tgts = [t.target for t in triplets]
+    return TrainBatch(
+        reference_images=normalize_images(dataset.images(refs), device),
+        texts=[t.text for t in triplets],
+        target_images=normalize_images(dataset.images(tgts), device),
+        reference_ids=torch.tensor(refs, dtype=torch.long, device=device),
+        target_ids=torch.tensor(tgts, dtype=torch.long, device=device),
+    )
+
+
+def _schedulers(optimizers, protocol: Protocol):
+    if not protocol.lr_decay_every:
+        return []
+    return [
+        torch.optim.lr_scheduler.StepLR(opt, protocol.lr_decay_every, protocol.lr_decay_factor)
+        for opt in optimizers
+    ]
+
+
+def _rng_state(rng: np.random.Generator) -> dict:
+    return {
+        "python": random.getstate(),
+        "numpy_global": np.random.get_state(),
+        "numpy": rng.bit_generator.state,
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _restore_rng_state(rng: np.random.Generator, state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy_global"])
+    rng.bit_generator.state = state["numpy"]
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(
+    composer: Composer,
+    dataset: CIRDataset,
+    protocol: Protocol,
+    seed: int,
+    checkpoint: Path | None = None,
+    checkpoint_every: int = 500,
+    stop_after: int | None = None,
+) -> TrainStats:
+    """Train ``composer`` on ``dataset`` for ``protocol.iterations`` steps.
+
+    With ``checkpoint``, the state is saved there atomically every ``checkpoint_every`` steps
+    and training resumes from it when it exists. ``stop_after`` ends training early after
+    that many steps (for tests of resuming; the checkpoint is written first).
+    Raises :class:`DivergedError` when the summed loss is not finite.
+    """
+    device = composer.device
+    rng = np.random.default_rng(seed)
+    optimizers = composer.configure_optimizers()
+    if not optimizers:
+        raise ValueError(f"{type(composer).__name__}.configure_optimizers returned no optimiser")
+    schedulers = _schedulers(optimizers, protocol)
+    start_step, elapsed, sums, counts, history = 0, 0.0, {}, 0, []
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        composer.load_state_dict(state["model"])
+        for opt, s in zip(optimizers, state["optimizers"]):
+            opt.load_state_dict(s)
+        for sch, s in zip(schedulers, state["schedulers"]):
+            sch.load_state_dict(s)
+        _restore_rng_state(rng, state["rng"])
+        start_step, elapsed = state["step"], state["elapsed"]
+        sums, counts, history = state["sums"], state["counts"], state["history"]
+        log.info("resuming from %s at step %d", checkpoint, start_step)
+
+    window = max(1, math.ceil(protocol.iterations / HISTORY_POINTS))
+    composer.train()
+    last_parts: dict[str, float] = {}
+    t0 = time.perf_counter()
+    steps = progress_bar(
+        range(start_step, protocol.iterations),
+        desc="train",
+        unit="step",
+        initial=start_step,
+        total=protocol.iterations,
+    )
+    step = start_step
+    for step in steps:
+        composer.on_train_step_start(step)
+        batch = make_batch(dataset, dataset.sample_triplets(rng, protocol.batch_size), device)
+        if composer.automatic_optimization:
+            parts = composer.training_loss(batch)
+            total = sum(parts.values())
+            if not torch.isfinite(total):
+                raise DivergedError(step, {k: float(v) for k, v in parts.items()})
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            total.backward()
+            for opt in optimizers:
+                opt.step()
+        else:
+            parts = composer.training_step(batch, optimizers, step)
+            if not all(torch.isfinite(torch.as_tensor(v)) for v in parts.values()):
+                raise DivergedError(step, {k: float(v) for k, v in parts.items()})
+        for sch in schedulers:
+            sch.step()
+        last_parts = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in parts.items()}
+        for k, v in last_parts.items():
+            sums[k] = sums.get(k, 0.0) + v
+        counts += 1
+        if (step + 1) % window == 0 or step + 1 == protocol.iterations:
+            history.append({"step": step + 1, **{k: v / counts for k, v in sums.items()}})
+            sums, counts = {}, 0
+        done = step + 1
+        at_stop = stop_after is not None and done - start_step >= stop_after
+        if checkpoint is not None and done < protocol.iterations and (done % checkpoint_every == 0 or at_stop):
+            _save_checkpoint(
+                checkpoint, composer, optimizers, schedulers, rng, done,
+                elapsed + time.perf_counter() - t0, sums, counts, history,
+            )
+        if at_stop:
+            break
+    seconds = elapsed + time.perf_counter() - t0
+    trained = step + 1 - start_step if protocol.iterations > start_step else 0
+    final = {k: v for k, v in history[-1].items() if k != "step"} if history else last_parts
+    return TrainStats(
+        iterations=protocol.iterations,
+        seconds=seconds,
+        samples_per_second=(protocol.batch_size * (start_step + trained)) / seconds if seconds else 0.0,
+        final_loss=final,
+        history=history,
+        resumed_from=start_step,
+    )
+
+
+def _save_checkpoint(path, composer, optimizers, schedulers, rng, step, elapsed, sums, counts, history):
+    import io
+
+    buf = io.BytesIO()
+    torch.save(
+        {
+            "step": step,
+            "elapsed": elapsed,
+            "model": composer.state_dict(),
+            "optimizers": [o.state_dict() for o in optimizers],
+            "schedulers": [s.state_dict() for s in schedulers],
+            "rng": _rng_state(rng),
+            "sums": sums,
+            "counts": counts,
+            "history": history,
+        },
+        buf,
+    )
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    atomic_write_bytes(Path(path), buf.getvalue())
