@@ -61,6 +61,8 @@ def soft_triplet_loss(
     b = queries.shape[0]
     if b < 2:
         raise ValueError("soft_triplet_loss needs a batch of at least 2 (one negative)")
+    if negatives_per_anchor is not None and negatives_per_anchor < 1:
+        raise ValueError(f"negatives_per_anchor must be >= 1 or None, got {negatives_per_anchor}")
     feats = torch.cat([queries, targets], dim=0)
     dist = _squared_distances(feats)
     idx = torch.arange(2 * b, device=feats.device)

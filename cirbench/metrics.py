@@ -9,6 +9,9 @@ Ranking rules, the same for every composer and dataset:
 * score = cosine similarity, computed in float64 and rounded to float32. The rounding makes
   scores independent of how queries are chunked (matrix-product kernels sum in an order that
   can depend on the chunk's shape, which moves float64 results in the last bits only).
+  Rounding is relative, so it cannot remove such noise around zero: the cosine of two
+  orthogonal vectors comes out as 0 or as about +-1e-17 depending on the kernel. Scores with
+  magnitude below :data:`ZERO_TOLERANCE` are therefore set to exactly 0.
 * the reference image is removed from its own ranking by id; it never counts as a hit, even
   when it is also a correct target (copies of it under other ids stay).
 * ties are broken by gallery position: among equal scores, the earlier gallery entry ranks
@@ -25,12 +28,17 @@ import torch.nn.functional as F
 
 NO_HIT = torch.iinfo(torch.int64).max
 
+#: cosines with a smaller magnitude are float64 rounding residue and are reported as 0
+ZERO_TOLERANCE = 1e-10
+
 
 def cosine_scores(queries: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
-    """``[Q, N]`` cosine similarities, computed in float64, returned rounded to float32."""
+    """``[Q, N]`` cosine similarities, computed in float64, returned rounded to float32
+    (magnitudes below :data:`ZERO_TOLERANCE` become exactly 0)."""
     q = F.normalize(queries.double(), dim=1, eps=1e-12)
     g = F.normalize(gallery.double(), dim=1, eps=1e-12)
-    return (q @ g.t()).float()
+    scores = q @ g.t()
+    return scores.masked_fill(scores.abs() < ZERO_TOLERANCE, 0.0).float()
 
 
 def ranks_from_scores(
@@ -123,6 +131,8 @@ def recall_by_group(
     """:func:`recall_at_k` for each query group."""
     ks = list(ks)
     ranks = torch.as_tensor(ranks)
+    if len(groups) != ranks.numel():
+        raise ValueError(f"{ranks.numel()} ranks but {len(groups)} group labels")
     by: dict[str, list[int]] = {}
     for i, g in enumerate(groups):
         by.setdefault(g, []).append(i)

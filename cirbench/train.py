@@ -159,7 +159,7 @@ def train(
             parts = composer.training_loss(batch)
             total = sum(parts.values())
             if not torch.isfinite(total):
-                raise DivergedError(step, {k: float(v) for k, v in parts.items()})
+                raise DivergedError(step, {k: float(v.detach()) for k, v in parts.items()})
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
             total.backward()
@@ -167,11 +167,11 @@ def train(
                 opt.step()
         else:
             parts = composer.training_step(batch, optimizers, step)
-            if not all(torch.isfinite(torch.as_tensor(v)) for v in parts.values()):
-                raise DivergedError(step, {k: float(v) for k, v in parts.items()})
+        last_parts = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in parts.items()}
+        if not composer.automatic_optimization and not all(math.isfinite(v) for v in last_parts.values()):
+            raise DivergedError(step, last_parts)
         for sch in schedulers:
             sch.step()
-        last_parts = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in parts.items()}
         for k, v in last_parts.items():
             sums[k] = sums.get(k, 0.0) + v
         counts += 1

@@ -1,0 +1,42 @@
+"""Protocol presets: frozen, hashed, validated."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from cirbench.protocol import BUILTIN_PROTOCOLS, Protocol
+
+BY_NAME = {p.name: p for p in BUILTIN_PROTOCOLS}
+
+
+def test_presets_exist_and_hashes_are_distinct_and_short():
+    assert {"smoke", "quick", "full"} <= set(BY_NAME)
+    hashes = [p.hash for p in BUILTIN_PROTOCOLS]
+    assert len(set(hashes)) == len(hashes)
+    assert all(len(h) == 10 and int(h, 16) >= 0 for h in hashes)
+
+
+def test_protocol_is_immutable():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        BY_NAME["quick"].iterations = 1  # type: ignore[misc]
+
+
+def test_hash_is_stable_and_depends_on_numbers_only():
+    q = BY_NAME["quick"]
+    assert q.hash == dataclasses.replace(q).hash
+    assert q.hash != dataclasses.replace(q, iterations=q.iterations + 1).hash
+    assert q.hash != dataclasses.replace(q, version=q.version + 1).hash
+    # speed/memory knobs and wording never change the numbers, so not the hash either
+    assert q.hash == dataclasses.replace(q, eval_chunk=7, eval_batch_size=3, description="x").hash
+    assert q.label == f"quick@{q.hash}"
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("dataset_scale", "huge"), ("batch_size", 0), ("iterations", 0), ("ks", (5, 1)), ("ks", ())],
+)
+def test_invalid_fields_are_named(field, value):
+    with pytest.raises(ValueError, match=field):
+        dataclasses.replace(BY_NAME["smoke"], **{field: value})

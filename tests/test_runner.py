@@ -1,0 +1,149 @@
+"""The results store and the grid runner: atomic writes, skip, force, failure isolation,
+divergence, what every result records."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+import cirbench
+from cirbench import ComposerSpec, hookimpl
+from cirbench.plugins import load_registry
+from cirbench.results import ResultsStore, RunKey
+from cirbench.runner import Runner, RunOptions
+from cirbench.storage import atomic_write_json
+
+
+@pytest.fixture
+def registry(pixel_mean_cls):
+    class Broken(pixel_mean_cls):
+        def training_loss(self, batch):
+            raise RuntimeError("boom in training_loss")
+
+    class Nan(pixel_mean_cls):
+        def training_loss(self, batch):
+            return {"base": super().training_loss(batch)["base"] * float("nan")}
+
+    class TestPlugin:
+        @hookimpl
+        def cirbench_composers(self):
+            return [
+                ComposerSpec("pixel-mean", pixel_mean_cls),
+                ComposerSpec("broken", Broken),
+                ComposerSpec("nan", Nan),
+                ComposerSpec("not-a-composer", lambda ctx: torch.nn.Linear(1, 1)),
+            ]
+
+    return load_registry(extra_plugins=[("test-plugin", TestPlugin())])
+
+
+@pytest.fixture
+def runner(registry, tmp_path, css_tiny, smoke):
+    r = Runner(registry, RunOptions(results=tmp_path / "results", cache_dir=tmp_path / "cache", device=torch.device("cpu")))
+    r._datasets[(smoke.hash, "css-synth")] = css_tiny  # reuse the session's dataset
+    return r
+
+
+def test_failure_is_isolated_and_recorded(runner, smoke):
+    names = ["broken", "pixel-mean", "nan", "not-a-composer"]
+    report = runner.run_grid(smoke, ["css-synth"], names, [0])
+    status = {k.composer: runner.store.read(k)["status"] for k in report.ran}
+    assert status == {"broken": "failed", "pixel-mean": "ok", "nan": "diverged", "not-a-composer": "failed"}
+    broken = runner.store.read(RunKey(smoke, "css-synth", "broken", 0))
+    assert "boom in training_loss" in broken["error"] and "Traceback" in broken["traceback"]
+    bad_type = runner.store.read(RunKey(smoke, "css-synth", "not-a-composer", 0))
+    assert "expected a cirbench.Composer" in bad_type["error"]
+    assert [k.composer for k, _ in report.failed] == ["broken", "not-a-composer"]
+    assert [k.composer for k in report.diverged] == ["nan"]
+
+
+def test_result_records_provenance(runner, smoke):
+    runner.run_grid(smoke, ["css-synth"], ["pixel-mean"], [7])
+    key = RunKey(smoke, "css-synth", "pixel-mean", 7)
+    path = runner.store.path(key)
+    assert path == runner.store.root / f"smoke@{smoke.hash}" / "css-synth" / "pixel-mean" / "seed7.json"
+    r = json.loads(path.read_text())
+    assert r["status"] == "ok" and r["seed"] == 7
+    assert r["protocol"]["name"] == "smoke" and r["protocol"]["hash"] == smoke.hash
+    assert r["protocol"]["fields"]["iterations"] == smoke.iterations
+    assert set(r["metrics"]["overall"]) == {f"R@{k}" for k in smoke.ks}
+    assert set(r["metrics"]["groups"]) == {"add", "remove", "change"}
+    assert r["params"]["total"] == r["params"]["trainable"] + r["params"]["frozen"] > 0
+    assert r["versions"]["torch"] == torch.__version__.split("+")[0] or r["versions"]["torch"] == torch.__version__
+    assert r["device"].startswith("cpu") and r["cirbench_version"] == cirbench.__version__
+    assert "git_commit" in r and r["pretrained_weights"] == []
+    assert r["train"]["seconds"] > 0 and r["eval"]["queries_per_second"] > 0 and r["peak_memory_mb"] > 0
+    assert r["composer"]["plugin"] == "test-plugin" and r["dataset"]["distribution"] == "cirbench"
+    assert not runner.store.checkpoint_path(key).exists()
+
+
+def test_existing_results_are_skipped_and_force_redoes_them(runner, smoke):
+    runner.run_grid(smoke, ["css-synth"], ["pixel-mean", "broken"], [0])
+    ok_path = runner.store.path(RunKey(smoke, "css-synth", "pixel-mean", 0))
+    before = ok_path.stat().st_mtime_ns
+    report = runner.run_grid(smoke, ["css-synth"], ["pixel-mean", "broken"], [0])
+    assert [k.composer for k in report.skipped] == ["pixel-mean"]
+    assert [k.composer for k in report.ran] == ["broken"]  # failed runs are retried
+    assert ok_path.stat().st_mtime_ns == before
+    runner.options.force = True
+    report = runner.run_grid(smoke, ["css-synth"], ["pixel-mean"], [0])
+    assert [k.composer for k in report.ran] == ["pixel-mean"]
+    assert ok_path.stat().st_mtime_ns != before
+
+
+def test_atomic_write_keeps_old_file_when_interrupted(tmp_path, monkeypatch):
+    path = tmp_path / "r.json"
+    atomic_write_json(path, {"v": 1})
+
+    def crash(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_json(path, {"v": 2})
+    assert json.loads(path.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left
+
+
+def test_atomic_write_refuses_non_finite_numbers(tmp_path):
+    with pytest.raises(ValueError):
+        atomic_write_json(tmp_path / "r.json", {"v": float("nan")})
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_store_ignores_unreadable_files_with_a_warning(tmp_path, caplog):
+    store = ResultsStore(tmp_path)
+    bad = tmp_path / "p@h" / "d" / "c" / "seed0.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("{not json")
+    assert list(store) == []
+    assert str(bad) in caplog.text
+
+
+def test_interrupted_run_resumes_from_checkpoint(runner, smoke, monkeypatch):
+    import dataclasses
+
+    import cirbench.runner as runner_mod
+    from cirbench import train as train_mod
+
+    proto = dataclasses.replace(smoke, iterations=4)
+    runner._datasets[(proto.hash, "css-synth")] = runner._datasets[(smoke.hash, "css-synth")]
+    runner.options.checkpoint_every = 2
+    key = RunKey(proto, "css-synth", "pixel-mean", 0)
+    real_train = train_mod.train
+
+    def interrupted(*args, **kwargs):
+        real_train(*args, **kwargs, stop_after=2)
+        raise KeyboardInterrupt  # the user pressed Ctrl-C after step 2
+
+    monkeypatch.setattr(runner_mod, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_one(key)
+    assert runner.store.checkpoint_path(key).exists() and runner.store.read(key) is None
+    monkeypatch.setattr(runner_mod, "train", real_train)
+    result = runner.run_one(key)
+    assert result["status"] == "ok" and result["train"]["resumed_from"] == 2
+    assert not runner.store.checkpoint_path(key).exists()
