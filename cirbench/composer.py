@@ -17,7 +17,8 @@ full control of a step (an adversarial step with its own optimiser, say) sets
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
@@ -38,6 +39,8 @@ class ComposerContext:
             ``batch_classification``).
         dataset: the dataset's name (for the record; a composer must not special-case it).
         device: where the composer will run.
+        cache_dir: a folder the composer may use to keep derived data between runs (e.g.
+            frozen text embeddings); None: keep nothing.
     """
 
     protocol: "Protocol"
@@ -45,6 +48,7 @@ class ComposerContext:
     base_loss: str = "soft_triplet"
     dataset: str = ""
     device: str = "cpu"
+    cache_dir: Path | None = None
 
 
 @dataclass

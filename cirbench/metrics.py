@@ -99,20 +99,27 @@ def rank_queries(
     position = {int(g): i for i, g in enumerate(gallery_ids.tolist())}
     if len(position) != len(gallery_ids):
         raise ValueError("gallery ids are not unique")
-    reference_ids = torch.as_tensor(reference_ids, dtype=torch.long)
+    # (query row, gallery column) of every correct target, sorted by row, and the column of
+    # each query's reference (-1 when it is not in the gallery)
+    t_rows, t_cols = [], []
+    for qi, ts in enumerate(targets):
+        cols = sorted({position[int(t)] for t in ts if int(t) in position})
+        t_rows += [qi] * len(cols)
+        t_cols += cols
+    t_rows_t = torch.tensor(t_rows, dtype=torch.long)
+    t_cols_t = torch.tensor(t_cols, dtype=torch.long)
+    ref_cols = torch.tensor([position.get(int(r), -1) for r in torch.as_tensor(reference_ids).tolist()], dtype=torch.long)
     out = torch.empty(n_q, dtype=torch.long)
     for start in range(0, n_q, chunk):
         stop = min(start + chunk, n_q)
         scores = cosine_scores(query_emb[start:stop].to(device), gallery_emb)
         target_mask = torch.zeros_like(scores, dtype=torch.bool)
+        lo, hi = torch.searchsorted(t_rows_t, torch.tensor([start, stop])).tolist()
+        target_mask[(t_rows_t[lo:hi] - start).to(device), t_cols_t[lo:hi].to(device)] = True
         exclude = torch.zeros_like(target_mask)
-        for row, qi in enumerate(range(start, stop)):
-            cols = [position[t] for t in targets[qi] if t in position]
-            if cols:
-                target_mask[row, cols] = True
-            ref = position.get(int(reference_ids[qi]))
-            if ref is not None:
-                exclude[row, ref] = True
+        refs = ref_cols[start:stop]
+        rows = torch.nonzero(refs >= 0).flatten()
+        exclude[rows.to(device), refs[rows].to(device)] = True
         out[start:stop] = ranks_from_scores(scores, target_mask, exclude).cpu()
     return out
 

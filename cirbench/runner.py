@@ -131,6 +131,7 @@ class Runner:
                 base_loss=dataset.base_loss,
                 dataset=key.dataset,
                 device=str(device),
+                cache_dir=self.options.cache_dir,
             )
             composer = spec.build(ctx)
             if not isinstance(composer, cirbench.Composer):
