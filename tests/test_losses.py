@@ -129,7 +129,7 @@ def test_soft_triplet_hand_case_2d():
 @given(batches())
 def test_soft_triplet_equals_brute_force_over_all_triplets(batch):
     q, t = batch
-    assert soft_triplet_loss(q, t, None).item() == pytest.approx(brute_soft_triplet(q, t), rel=1e-9, abs=1e-12)
+    assert soft_triplet_loss(q, t, None).item() == pytest.approx(brute_soft_triplet(q, t), rel=1e-8, abs=1e-8)
 
 
 @SETTINGS
@@ -202,14 +202,16 @@ def test_soft_triplet_decreases_as_a_positive_moves_closer(b, extra_dims, data, 
 
 
 def test_soft_triplet_decreases_as_a_positive_moves_closer_hand_case():
-    q = torch.tensor([[0.0, 0.0], [1.0, 2.0], [-1.0, 1.0]], dtype=torch.float64)
-    t0 = torch.tensor([[2.0, 0.0], [1.0, 2.5], [-1.5, 1.0]], dtype=torch.float64)
+    # the construction above with B = 3, u = 0, v = (2, -1): target 0 moves along x toward query 0
+    q = torch.tensor([[0.0, 0.0], [0.0, 2.0], [0.0, -1.0]], dtype=torch.float64)
     losses = []
-    for alpha in [0.0, 0.25, 0.5, 0.75, 1.0]:
-        t = t0.clone()
-        t[0] = t0[0] + alpha * (q[0] - t0[0])  # move target 0 toward query 0
+    for c in [2.0, 1.5, 1.0, 0.5, 0.0]:
+        t = q.clone()
+        t[0, 0] = c
         losses.append(soft_triplet_loss(q, t, None).item())
     assert all(a > b for a, b in zip(losses, losses[1:])), losses
+    # note: in a general batch moving t_i toward q_i need not lower the loss, since t_i is also
+    # an anchor and a negative of the other anchors; a gradient step always does (next test)
 
 
 @SETTINGS
@@ -242,7 +244,9 @@ def test_autograd_gradient_is_twice_tirg_handwritten_gradient(batch):
     loss = soft_triplet_loss(feats[:b], feats[b:], None)
     (grad,) = torch.autograd.grad(loss, feats)
     hand = tirg_handwritten_gradient(feats.detach(), all_triplets(b))
-    assert torch.allclose(grad, 2 * hand, rtol=1e-9, atol=1e-12)
+    # F.softplus is linear above x = 20 (slope 1 instead of sigmoid(x) = 1 - O(2e-9))
+    assert torch.allclose(grad, 2 * hand, rtol=1e-7, atol=1e-8)
+    assert not torch.allclose(grad, hand, rtol=1e-3, atol=1e-6) or grad.abs().max() < 1e-6
 
 
 def test_gradient_tiny_case_by_hand():
@@ -328,7 +332,7 @@ def test_sampled_soft_triplet_matches_manual_draws(batch, m, seed):
     q, t = batch
     assume(m < 2 * len(q) - 2)
     loss = soft_triplet_loss(q, t, m, generator=torch.Generator().manual_seed(seed))
-    assert loss.item() == pytest.approx(sampled_by_hand(q, t, m, seed), rel=1e-9, abs=1e-12)
+    assert loss.item() == pytest.approx(sampled_by_hand(q, t, m, seed), rel=1e-8, abs=1e-8)
 
 
 def test_sampled_soft_triplet_uses_exactly_three_negatives_per_anchor():
@@ -438,7 +442,8 @@ def test_batch_classification_is_in_batch_softmax_over_targets():
     q = torch.tensor([[0.0, 5.0], [0.0, 5.0]])
     t = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     loss = batch_classification_loss(q, t).item()
-    assert loss == pytest.approx((softplus(25.0) + softplus(-25.0)) / 2, rel=1e-6)
+    # logits = [[0, 5], [0, 5]]: row 0 (label 0) pays softplus(5), row 1 (label 1) softplus(-5)
+    assert loss == pytest.approx((softplus(5.0) + softplus(-5.0)) / 2, rel=1e-6)
 
 
 def test_batch_classification_batch_of_one_is_zero():

@@ -36,6 +36,7 @@ from cirbench.metrics import (
 )
 
 SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+LIGHT = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 OUTSIDE_IDS = list(range(1000, 1006))  # ids that are never in a generated gallery
 
 
@@ -272,7 +273,7 @@ def test_chunked_equals_unchunked(problem, chunk):
     assert torch.equal(rank(problem, chunk=len(problem[0])), full)
 
 
-@SETTINGS
+@LIGHT
 @given(retrieval_problems(tie_free=True, max_q=20), st.integers(1, 25))
 def test_chunked_equals_unchunked_random_floats(problem, chunk):
     assert torch.equal(rank(problem, chunk=chunk), rank(problem, chunk=10_000))
@@ -575,8 +576,8 @@ def test_ranks_from_scores_shape_mismatch_raises():
 # --------------------------------------------------------------------------- torchmetrics
 
 
-@SETTINGS
-@given(retrieval_problems(tie_free=True, max_q=6, max_n=12), st.lists(st.integers(1, 13), min_size=1, max_size=4))
+@LIGHT
+@given(retrieval_problems(tie_free=True, max_q=6, max_n=12), st.lists(st.integers(1, 13), min_size=1, max_size=3))
 def test_recall_matches_torchmetrics_hit_rate(problem, ks):
     from torchmetrics.retrieval import RetrievalHitRate
 
