@@ -1,4 +1,4 @@
-"""The ``cirbench`` command: list, run, leaderboard, check.
+"""The ``cirbench`` command: list, run, attention, leaderboard, check, data.
 
 The CLI owns the terminal: it prints tables and reports; the library only logs.
 """
@@ -14,6 +14,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from cirbench.data.errors import DatasetNotAvailable
+from cirbench.data.locations import DataLocations
 from cirbench.plugins import PluginError, Registry, UnknownNameError, load_registry
 from cirbench.protocol import DEFAULT_PROTOCOL
 
@@ -30,15 +32,51 @@ class CliError(Exception):
     """A user error: printed without a traceback, exit status 2."""
 
 
+def _data_locations(args: argparse.Namespace) -> DataLocations:
+    """``--data-root`` and ``--data NAME=PATH`` (see :mod:`cirbench.data.locations`)."""
+    try:
+        data = DataLocations.from_options(getattr(args, "data_root", None), getattr(args, "data", None))
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    reg_names = getattr(args, "_dataset_names", None)
+    unknown = sorted(set(data.overrides) - set(reg_names)) if reg_names is not None else []
+    if unknown:
+        raise CliError(f"--data {unknown[0]}=...: unknown dataset {unknown[0]!r}; valid datasets: "
+                       f"{', '.join(sorted(reg_names))}")
+    return data
+
+
+def _split_available(reg: Registry, names: list[str], data: DataLocations,
+                     explicit: bool) -> tuple[list[str], list[tuple[str, str]]]:
+    """(available names, [(skipped name, reason)]). An explicitly named dataset that is not
+    available is an error (its full message: what was expected where, where it is published)."""
+    ok, skipped = [], []
+    for name in names:
+        spec = reg.dataset(name)
+        avail = spec.availability(data)
+        if avail.ok:
+            ok.append(name)
+        elif explicit:
+            spec.layout.check(name, spec.root(data), data)  # raises DatasetNotAvailable
+        else:
+            skipped.append((name, avail.detail))
+    return ok, skipped
+
+
 def _cmd_list(reg: Registry, args: argparse.Namespace) -> int:
     def rows(kind: str, table: dict, describe) -> list[list[str]]:
         return [[name, describe(item), str(reg.provider(kind, name))] for name, item in sorted(table.items())]
 
+    data = _data_locations(args)
     print("Datasets")
-    print(tabulate(rows("dataset", reg.datasets, lambda d: d.description),
-                   headers=["name", "description", "provided by"], tablefmt="simple"))
+    print(tabulate(
+        [[n, d.description, str(d.availability(data)), str(reg.provider("dataset", n))]
+         for n, d in sorted(reg.datasets.items())],
+        headers=["name", "description", "availability", "provided by"], tablefmt="simple",
+        maxcolwidths=[None, 60, 60, None]))
     print("\nComposers")
-    print(tabulate(rows("composer", reg.composers, lambda c: c.description),
+    print(tabulate(rows("composer", reg.composers,
+                        lambda c: c.description + (f" [ablation of {c.ablation_of}]" if c.ablation_of else "")),
                    headers=["name", "description", "provided by"], tablefmt="simple"))
     print("\nProtocols")
     print(tabulate(
@@ -47,10 +85,11 @@ def _cmd_list(reg: Registry, args: argparse.Namespace) -> int:
     return 0
 
 
-def _names(reg: Registry, kind: str, given: list[str] | None, all_: bool) -> list[str]:
+def _names(reg: Registry, kind: str, given: list[str] | None, all_: bool,
+           ablations: bool = True) -> list[str]:
     table = getattr(reg, f"{kind}s")
     if all_ and not given:
-        return sorted(table)
+        return sorted(n for n, item in table.items() if ablations or not getattr(item, "ablation_of", ""))
     if not given:
         raise CliError(f"give --{kind} NAME (valid: {', '.join(sorted(table))}) or --all")
     for name in given:
@@ -65,8 +104,12 @@ def _cmd_run(reg: Registry, args: argparse.Namespace) -> int:
     from cirbench.runner import Runner, RunOptions
 
     protocol = reg.protocol(args.protocol)
+    data = _data_locations(args)
     datasets = _names(reg, "dataset", args.dataset, args.all)
-    composers = _names(reg, "composer", args.composer, args.all)
+    datasets, unavailable = _split_available(reg, datasets, data, explicit=bool(args.dataset))
+    for name, reason in unavailable:
+        print(f"skipped dataset {name}: not found ({reason})")
+    composers = _names(reg, "composer", args.composer, args.all, ablations=args.ablations)
     seeds = args.seed if args.seed else list(protocol.seeds)
     try:
         device = resolve_device(args.device)
@@ -76,11 +119,15 @@ def _cmd_run(reg: Registry, args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     runner = Runner(reg, RunOptions(
         results=Path(args.results), cache_dir=Path(args.cache_dir), device=device, force=args.force,
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=args.checkpoint_every, data=data, save_model=args.save_model,
     ))
     total = len(datasets) * len(composers) * len(seeds)
     print(f"protocol {protocol.label} · {len(datasets)} dataset(s) × {len(composers)} composer(s) "
           f"× {len(seeds)} seed(s) = {total} run(s) on {device}; results in {args.results}")
+    if args.dry_run:
+        print(f"datasets: {', '.join(datasets)}\ncomposers: {', '.join(composers)}\n"
+              f"seeds: {', '.join(map(str, seeds))}")
+        return 0
     rows: list[list] = []
     counter = {"n": 0}
     t0 = time.perf_counter()
@@ -106,9 +153,80 @@ def _cmd_run(reg: Registry, args: argparse.Namespace) -> int:
     print(tabulate(rows, headers=["dataset", "composer", "seed", "status", f"R@{protocol.ks[0]}"]))
     print(f"\n{len(report.ran)} ran, {len(report.skipped)} skipped, {len(report.failed)} failed, "
           f"{len(report.diverged)} diverged in {time.perf_counter() - t0:.0f} s")
+    if unavailable:
+        print(f"{len(unavailable)} dataset(s) not available, skipped: "
+              + ", ".join(name for name, _ in unavailable)
+              + " (see `cirbench data verify NAME`; --data-root / $CIRBENCH_DATA say where to look)")
     for key, err in report.failed:
         print(f"FAILED {key}: {err}", file=sys.stderr)
     return 1 if report.failed else 0
+
+
+def _cmd_attention(reg: Registry, args: argparse.Namespace) -> int:
+    import pickle
+
+    import torch
+
+    from cirbench.attention import load_saved_model, write_attention_report
+    from cirbench.composer import supports_attention_maps
+    from cirbench.provenance import resolve_device
+    from cirbench.results import RunKey
+    from cirbench.runner import Runner, RunOptions
+    from cirbench.train import seed_everything
+
+    protocol = reg.protocol(args.protocol)
+    reg.composer(args.composer)  # raises UnknownNameError listing the valid names
+    reg.dataset(args.dataset)
+    data = _data_locations(args)
+    _split_available(reg, [args.dataset], data, explicit=True)
+    seed = args.seed if args.seed is not None else protocol.seeds[0]
+    try:
+        device = resolve_device(args.device)
+    except (ValueError, RuntimeError) as exc:
+        raise CliError(str(exc)) from exc
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runner = Runner(reg, RunOptions(results=Path(args.results), cache_dir=Path(args.cache_dir),
+                                    device=device, data=data))
+    key = RunKey(protocol, args.dataset, args.composer, seed)
+    dataset = runner.dataset(protocol, args.dataset)
+    n = len(dataset.queries())
+    if args.query_index:
+        bad = [i for i in args.query_index if not 0 <= i < n]
+        if bad:
+            raise CliError(f"--query-index {bad[0]}: out of range; dataset {args.dataset} has {n} "
+                           f"test queries under protocol {protocol.label} (0..{n - 1})")
+        indices = list(dict.fromkeys(args.query_index))
+    else:
+        if args.queries < 1:
+            raise CliError(f"--queries {args.queries}: give at least 1")
+        indices = list(range(min(args.queries, n)))
+    seed_everything(seed)
+    composer = runner.build_composer(key, dataset)
+    if not supports_attention_maps(composer):
+        raise CliError(f"composer {args.composer!r} ({reg.provider('composer', args.composer)}) has no "
+                       "attention maps: it does not implement Composer.attention_maps "
+                       "(the optional method of cirbench/composer.py)")
+    model_file = runner.store.model_path(key)
+    if not model_file.exists():
+        raise CliError(
+            f"no saved model for {key}: expected {model_file}. Run `cirbench run --composer "
+            f"{args.composer} --dataset {args.dataset} --protocol {protocol.name} --seed {seed} "
+            f"--results {args.results} --save-model` first")
+    try:
+        load_saved_model(composer, model_file)
+    except (RuntimeError, OSError, ValueError, pickle.UnpicklingError) as exc:
+        raise CliError(f"{model_file}: cannot load it into composer {args.composer!r} "
+                       f"(saved by another version of the composer?): {exc}") from exc
+    records = write_attention_report(
+        composer, dataset, indices, Path(args.out),
+        heading=f"Attention maps: {args.composer} on {args.dataset} ({protocol.label}, seed {seed})",
+    )
+    files = sum(len(r.files) for r in records)
+    print(f"{key}: {files} attention overlay(s) of {len(records)} quer{'y' if len(records) == 1 else 'ies'} "
+          f"in {args.out}")
+    print(f"wrote {Path(args.out) / 'index.md'}")
+    return 0
 
 
 def _cmd_leaderboard(reg: Registry, args: argparse.Namespace) -> int:
@@ -132,8 +250,14 @@ def _cmd_check(reg: Registry, args: argparse.Namespace) -> int:
     valid = "; ".join(f"valid {k}s: {', '.join(sorted(getattr(reg, f'{k}s'))) or '(none)'}" for k in kinds)
     if args.all and args.names:
         raise CliError("give composer or dataset NAMEs or --all, not both")
+    data = _data_locations(args)
     if args.all:
         subjects = [(k, n) for k in kinds for n in sorted(getattr(reg, f"{k}s"))]
+        available, unavailable = _split_available(
+            reg, [n for k, n in subjects if k == "dataset"], data, explicit=False)
+        subjects = [(k, n) for k, n in subjects if k != "dataset" or n in available]
+        for name, reason in unavailable:
+            print(f"skipped dataset {name}: not found ({reason})")
     elif not args.names:
         raise CliError(f"give a composer or dataset NAME ({valid}) or --all")
     else:
@@ -143,6 +267,7 @@ def _cmd_check(reg: Registry, args: argparse.Namespace) -> int:
             if not found:
                 raise UnknownNameError(f"unknown composer or dataset {name!r}; {valid}")
             subjects += found
+        _split_available(reg, [n for k, n in subjects if k == "dataset"], data, explicit=True)
     if args.threads:
         import torch
 
@@ -151,6 +276,7 @@ def _cmd_check(reg: Registry, args: argparse.Namespace) -> int:
         protocol=reg.protocol(args.protocol) if args.protocol else None,
         registry=reg,
         cache_dir=args.cache_dir,
+        data=data,
     )
     print(f"conformance checks under protocol {ctx.protocol.label}: {len(subjects)} item(s)")
     results = []
@@ -179,6 +305,70 @@ def _cmd_check(reg: Registry, args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_data_verify(reg: Registry, args: argparse.Namespace) -> int:
+    from cirbench.data.verify import verify_dataset
+
+    spec = reg.dataset(args.name)
+    if spec.layout is None:
+        raise CliError(f"dataset {args.name!r} is embedded (generated, not read from a folder): "
+                       "nothing to verify")
+    report = verify_dataset(spec, _data_locations(args), workers=args.workers)
+    print(f"dataset {report.name} at {report.root}")
+    print(f"images referenced by the annotations: {report.images_listed}, decodable: {report.images_ok}")
+    if report.counts:
+        print(tabulate([[c.what, "?" if c.found is None else c.found,
+                         "-" if c.expected is None else c.expected, c.source,
+                         "ok" if c.ok and c.found is not None else ("-" if c.found is None else "DIFFERS")]
+                        for c in report.counts],
+                       headers=["count", "found", "published", "source", ""], tablefmt="simple"))
+    if report.ok:
+        print("OK: no problems")
+        return 0
+    print(f"\n{len(report.problems)} problem(s):")
+    for p in report.problems:
+        print(f"  {p}")
+    if report.url:
+        print(f"the dataset is published at {report.url}")
+    return 1
+
+
+def _cmd_data_cache_list(reg: Registry, args: argparse.Namespace) -> int:
+    from cirbench.data.image_cache import cache_entries
+
+    entries = cache_entries(args.cache_dir)
+    if not entries:
+        print(f"no decoded-image caches under {Path(args.cache_dir) / 'images'}")
+        return 0
+    print(tabulate([[e.dataset, e.version, e.transform, "?" if e.num_images is None else e.num_images,
+                     f"{e.megabytes:.1f}", "yes" if e.complete else "no (interrupted build)", str(e.folder)]
+                    for e in entries],
+                   headers=["dataset", "version", "transform", "images", "MiB", "complete", "folder"],
+                   tablefmt="simple"))
+    print(f"\n{len(entries)} cache(s), {sum(e.megabytes for e in entries):.1f} MiB")
+    return 0
+
+
+def _cmd_data_cache_clear(reg: Registry, args: argparse.Namespace) -> int:
+    from cirbench.data.image_cache import clear_cache
+
+    if args.name is not None and args.name not in reg.datasets:
+        reg.dataset(args.name)  # raises UnknownNameError listing the valid names
+    removed = clear_cache(args.cache_dir, args.name)
+    for e in removed:
+        print(f"removed {e.folder} ({e.megabytes:.1f} MiB)")
+    what = f"of dataset {args.name} " if args.name else ""
+    print(f"{len(removed)} decoded-image cache(s) {what}removed from {Path(args.cache_dir) / 'images'}")
+    return 0
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", default=None, metavar="DIR",
+                   help="folder holding the local datasets, each in its own sub-folder (default: "
+                   "$CIRBENCH_DATA, else ~/.local/share/cirbench)")
+    p.add_argument("--data", action="append", default=None, metavar="NAME=PATH",
+                   help="the folder of one dataset (repeatable; also $CIRBENCH_DATA_<NAME>)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cirbench",
@@ -188,12 +378,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("list", help="datasets, composers and protocols, with the plugin providing each")
+    p = sub.add_parser("list", help="datasets (and whether each is available here), composers and "
+                       "protocols, with the plugin providing each")
+    _add_data_options(p)
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("run", help="train and evaluate composers on datasets under a protocol")
     p.add_argument("--all", action="store_true",
                    help="every composer on every dataset (restricted by --composer/--dataset if given)")
+    p.add_argument("--ablations", action="store_true",
+                   help="with --all: also the ablation composers (the rows of papers' ablation tables)")
     p.add_argument("--composer", action="append", metavar="NAME", help="a composer (repeatable)")
     p.add_argument("--dataset", action="append", metavar="NAME", help="a dataset (repeatable)")
     p.add_argument("--protocol", default=DEFAULT_PROTOCOL, metavar="NAME",
@@ -206,9 +400,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
     p.add_argument("--force", action="store_true", help="redo runs whose result exists")
+    p.add_argument("--dry-run", action="store_true", help="print the runs the command would do, run none")
     p.add_argument("--checkpoint-every", type=int, default=500, metavar="STEPS",
                    help="save a resumable checkpoint every so many steps (default: 500)")
+    p.add_argument("--save-model", action="store_true",
+                   help="keep each run's trained state_dict beside its result (seed<N>.model.pt; "
+                   "large); a finished run without one is run again")
+    _add_data_options(p)
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("attention", help="draw a trained composer's attention maps over the reference "
+                       "images of test queries (needs `cirbench run ... --save-model`)")
+    p.add_argument("--composer", required=True, metavar="NAME", help="a composer with attention maps")
+    p.add_argument("--dataset", required=True, metavar="NAME", help="the dataset it was run on")
+    p.add_argument("--protocol", default=DEFAULT_PROTOCOL, metavar="NAME",
+                   help=f"protocol of the run (default: {DEFAULT_PROTOCOL})")
+    p.add_argument("--seed", type=int, default=None, metavar="N",
+                   help="seed of the run (default: the protocol's first seed)")
+    p.add_argument("--results", default="results", metavar="DIR", help="results folder (default: results)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--queries", type=int, default=8, metavar="N",
+                       help="the first N test queries (default: 8)")
+    which.add_argument("--query-index", type=int, nargs="+", metavar="I",
+                       help="these test queries (0-based indices into the dataset's test queries)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the PNGs and index.md")
+    p.add_argument("--cache-dir", default=str(default_cache_dir()), metavar="DIR",
+                   help="where datasets keep generated or decoded data (default: %(default)s)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
+    _add_data_options(p)
+    p.set_defaults(func=_cmd_attention)
 
     p = sub.add_parser("leaderboard", help="write the leaderboard (Markdown, CSV, plots) from results")
     p.add_argument("--results", default="results", metavar="DIR", help="results folder (default: results)")
@@ -226,7 +447,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where datasets keep generated or decoded data (default: a temporary folder)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch CPU threads (1 is fastest for these tiny models on a busy machine)")
+    _add_data_options(p)
     p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("data", help="local datasets: verify a copy, list or clear the decoded-image cache")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    q = data_sub.add_parser("verify", help="check a local dataset: required files, every image "
+                            "decodable, counts against the published ones; exit 1 on problems")
+    q.add_argument("name", metavar="NAME", help="a dataset read from a local folder")
+    q.add_argument("--workers", type=int, default=4, metavar="N", help="decoding threads (default: 4)")
+    _add_data_options(q)
+    q.set_defaults(func=_cmd_data_verify)
+    q = data_sub.add_parser("cache", help="the decoded-image cache")
+    cache_sub = q.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    for action, func, hlp in (("list", _cmd_data_cache_list, "list the decoded-image caches"),
+                              ("clear", _cmd_data_cache_clear, "remove decoded-image caches (all, or NAME's)")):
+        c = cache_sub.add_parser(action, help=hlp)
+        if action == "clear":
+            c.add_argument("name", nargs="?", default=None, metavar="NAME", help="only this dataset's caches")
+        c.add_argument("--cache-dir", default=str(default_cache_dir()), metavar="DIR",
+                       help="the cache directory (default: %(default)s)")
+        c.set_defaults(func=func)
     return parser
 
 
@@ -237,8 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         reg = load_registry()
+        args._dataset_names = sorted(reg.datasets)
         return args.func(reg, args)
-    except (PluginError, UnknownNameError, CliError) as exc:
+    except (PluginError, UnknownNameError, CliError, DatasetNotAvailable) as exc:
         print(f"cirbench: error: {exc}", file=sys.stderr)
         return 2
 

@@ -12,6 +12,11 @@ Optimisation is the composer's to shape through :meth:`Composer.configure_optimi
 (several optimisers, parameter groups with their own learning rates). A composer that needs
 full control of a step (an adversarial step with its own optimiser, say) sets
 ``automatic_optimization = False`` and implements :meth:`Composer.training_step`.
+
+Optional: :meth:`Composer.attention_maps` ``(images, texts) -> {level: [B, H, W]}``, the
+spatial attention a composer puts on each reference image (one map per level, any names);
+``cirbench attention`` draws them over the reference images. :func:`supports_attention_maps`
+tells whether a composer provides them.
 """
 
 from __future__ import annotations
@@ -117,6 +122,18 @@ class Composer(nn.Module, abc.ABC):
             "but does not implement training_step"
         )
 
+    def attention_maps(self, images: torch.Tensor, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Optional: where the composer looks in each reference image, per level.
+
+        ``images`` are normalised ``[B, 3, S, S]`` as in :meth:`compose`. Returns
+        ``{level: [B, H, W]}`` (any level names, e.g. backbone stages; any ``H, W``), each map
+        non-negative, typically a distribution over ``H·W``. Called in eval mode without
+        gradients. Composers that have no spatial attention leave this unimplemented."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not provide attention maps "
+            "(it does not implement Composer.attention_maps)"
+        )
+
     def parameter_counts(self) -> dict[str, int]:
         """``total`` and ``trainable`` parameter counts (frozen = total - trainable)."""
         total = sum(p.numel() for p in self.parameters())
@@ -138,15 +155,24 @@ class Composer(nn.Module, abc.ABC):
         return torch.device(self.ctx.device)
 
 
+def supports_attention_maps(composer: Composer | type) -> bool:
+    """Whether ``composer`` (an instance or a class) overrides :meth:`Composer.attention_maps`."""
+    cls = composer if isinstance(composer, type) else type(composer)
+    return getattr(cls, "attention_maps", Composer.attention_maps) is not Composer.attention_maps
+
+
 @dataclass(frozen=True)
 class ComposerSpec:
     """What a plugin returns from ``cirbench_composers``: a named composer and its builder.
 
     ``build(ctx)`` returns a :class:`Composer`. ``paper`` cites the method (shown by
-    ``cirbench list``).
+    ``cirbench list``). ``ablation_of`` names the composer this one ablates (a paper's
+    ablation-table row): ``cirbench run --all`` leaves ablations out unless ``--ablations``
+    is given, and runs them when they are named with ``--composer``.
     """
 
     name: str
     build: Callable[[ComposerContext], Composer]
     description: str = ""
     paper: str = ""
+    ablation_of: str = ""

@@ -2,7 +2,8 @@
 
 Queries whose group has its own gallery (``dataset.has_group_galleries()``) are ranked
 against that gallery; all others against the shared one. Scores, exclusion of the reference
-and tie-breaking follow :mod:`cirbench.metrics`.
+and tie-breaking follow :mod:`cirbench.metrics`. A query with ``candidates`` (a per-query
+candidate list, e.g. CIRR's image set) is ranked among those entries of its gallery only.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def evaluate(
                 [queries[i].reference for i in rows],
                 [queries[i].targets for i in rows],
                 chunk=chunk,
+                candidates=[getattr(queries[i], "candidates", None) for i in rows],
             )
     finally:
         composer.train(was_training)

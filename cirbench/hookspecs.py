@@ -34,7 +34,10 @@ def cirbench_datasets() -> list[DatasetSpec]:
     :class:`cirbench.DatasetSpec` (``name``, ``build``, ``description``). ``build(protocol,
     cache_dir)`` must return a :class:`cirbench.CIRDataset` at the protocol's
     ``dataset_scale`` and ``image_size``; it is only called when the dataset is used, so
-    keep it lazy (no loading at import or in this hook).
+    keep it lazy (no loading at import or in this hook). A dataset read from a local folder
+    also sets ``layout`` (a :class:`cirbench.data.DataLayout`) and takes the folder as a third
+    argument, ``build(protocol, cache_dir, root)``; subclass
+    :class:`cirbench.data.LocalImageDataset` and return ``MyDataset.dataset_spec(...)``.
     """
 
 

@@ -14,6 +14,8 @@ Ranking rules, the same for every composer and dataset:
   magnitude below :data:`ZERO_TOLERANCE` are therefore set to exactly 0.
 * the reference image is removed from its own ranking by id; it never counts as a hit, even
   when it is also a correct target (copies of it under other ids stay).
+* a query with a candidate list is ranked among those gallery entries only (the others are
+  removed like the reference; a correct target outside the list never counts).
 * ties are broken by gallery position: among equal scores, the earlier gallery entry ranks
   first. The rank of a target is therefore ``#(score > s) + #(score == s, earlier)``.
 * a query with no correct target in its gallery gets rank :data:`NO_HIT` (never a hit).
@@ -78,12 +80,14 @@ def rank_queries(
     reference_ids: Sequence[int] | torch.Tensor,
     targets: Sequence[Iterable[int]],
     chunk: int = 1024,
+    candidates: Sequence[Iterable[int] | None] | None = None,
 ) -> torch.Tensor:
     """Ranks of the best correct target for every query, ``chunk`` queries at a time.
 
     Memory is bounded by ``chunk x len(gallery)``; the result does not depend on ``chunk``.
     ``targets[i]`` are the dataset ids that count as correct for query ``i``; ids not in the
-    gallery are ignored.
+    gallery are ignored. ``candidates[i]`` (optional; None for a query ranked against the
+    whole gallery) restricts query ``i``'s ranking to those gallery ids.
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
@@ -109,6 +113,22 @@ def rank_queries(
     t_rows_t = torch.tensor(t_rows, dtype=torch.long)
     t_cols_t = torch.tensor(t_cols, dtype=torch.long)
     ref_cols = torch.tensor([position.get(int(r), -1) for r in torch.as_tensor(reference_ids).tolist()], dtype=torch.long)
+    # queries with a candidate list: (row, column) of each candidate, sorted by row
+    restricted = torch.zeros(n_q, dtype=torch.bool)
+    c_rows: list[int] = []
+    c_cols: list[int] = []
+    if candidates is not None:
+        if len(candidates) != n_q:
+            raise ValueError(f"{n_q} query embeddings, {len(candidates)} candidate lists")
+        for qi, cs in enumerate(candidates):
+            if cs is None:
+                continue
+            restricted[qi] = True
+            cols = sorted({position[int(c)] for c in cs if int(c) in position})
+            c_rows += [qi] * len(cols)
+            c_cols += cols
+    c_rows_t = torch.tensor(c_rows, dtype=torch.long)
+    c_cols_t = torch.tensor(c_cols, dtype=torch.long)
     out = torch.empty(n_q, dtype=torch.long)
     for start in range(0, n_q, chunk):
         stop = min(start + chunk, n_q)
@@ -117,6 +137,10 @@ def rank_queries(
         lo, hi = torch.searchsorted(t_rows_t, torch.tensor([start, stop])).tolist()
         target_mask[(t_rows_t[lo:hi] - start).to(device), t_cols_t[lo:hi].to(device)] = True
         exclude = torch.zeros_like(target_mask)
+        if restricted[start:stop].any():  # leave out everything but each list's candidates
+            exclude[restricted[start:stop].to(device)] = True
+            lo, hi = torch.searchsorted(c_rows_t, torch.tensor([start, stop])).tolist()
+            exclude[(c_rows_t[lo:hi] - start).to(device), c_cols_t[lo:hi].to(device)] = False
         refs = ref_cols[start:stop]
         rows = torch.nonzero(refs >= 0).flatten()
         exclude[rows.to(device), refs[rows].to(device)] = True

@@ -4,6 +4,8 @@ Layout under the results folder::
 
     <protocol>@<hash>/<dataset>/<composer>/seed<N>.json    the result (written atomically)
     <protocol>@<hash>/<dataset>/<composer>/seed<N>.ckpt    training checkpoint while running
+    <protocol>@<hash>/<dataset>/<composer>/seed<N>.model.pt  the trained state_dict, only with
+                                                           ``cirbench run --save-model``
 
 A result's ``status`` is ``ok``, ``failed`` (with ``error``) or ``diverged``.
 """
@@ -54,6 +56,11 @@ class ResultsStore:
 
     def checkpoint_path(self, key: RunKey) -> Path:
         return self.root / key.relpath().with_suffix(".ckpt")
+
+    def model_path(self, key: RunKey) -> Path:
+        """Where ``cirbench run --save-model`` keeps the run's trained ``state_dict``; the
+        result records it as ``saved_model`` (relative to the results folder)."""
+        return self.root / key.relpath().with_suffix(".model.pt")
 
     def read(self, key: RunKey) -> dict | None:
         """The stored result of ``key``, or None (also for an unreadable file, with a warning)."""

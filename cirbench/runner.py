@@ -20,6 +20,7 @@ import torch
 import cirbench
 from cirbench.composer import ComposerContext
 from cirbench.data.contract import CIRDataset
+from cirbench.data.locations import DataLocations
 from cirbench.evaluate import NonFiniteEmbeddingError, evaluate
 from cirbench.plugins import Registry
 from cirbench.protocol import Protocol
@@ -31,6 +32,7 @@ from cirbench.provenance import (
     reset_peak_memory,
 )
 from cirbench.results import SCHEMA_VERSION, ResultsStore, RunKey
+from cirbench.storage import atomic_torch_save
 from cirbench.train import DivergedError, seed_everything, train
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ class RunOptions:
     device: torch.device
     force: bool = False
     checkpoint_every: int = 500
+    data: DataLocations | None = None  # where local datasets live (None: from the environment)
+    save_model: bool = False  # keep the trained state_dict beside the result (ResultsStore.model_path)
 
 
 @dataclass
@@ -71,7 +75,7 @@ class Runner:
         key = (protocol.hash, name)
         if key not in self._datasets:
             spec = self.registry.dataset(name)
-            ds = spec.build(protocol, self.options.cache_dir)
+            ds = spec.create(protocol, self.options.cache_dir, self.options.data)
             if not isinstance(ds, CIRDataset):
                 raise TypeError(
                     f"dataset {name!r} from {self.registry.provider('dataset', name)}: "
@@ -95,7 +99,7 @@ class Runner:
             for comp in composers:
                 for seed in seeds:
                     key = RunKey(protocol, ds, comp, seed)
-                    if not self.options.force and self.store.is_done(key):
+                    if not self.options.force and self.store.is_done(key) and not self._model_wanted(key):
                         report.skipped.append(key)
                         on_event("skip", key, self.store.read(key))
                         continue
@@ -109,6 +113,34 @@ class Runner:
                     on_event("done", key, result)
         return report
 
+    def build_composer(self, key: RunKey, dataset: CIRDataset) -> "cirbench.Composer":
+        """The composer of ``key``, untrained, on the run's device (as a run builds it; seed
+        first with :func:`cirbench.train.seed_everything` for the run's initialisation)."""
+        device = self.options.device
+        spec = self.registry.composer(key.composer)
+        ctx = ComposerContext(
+            protocol=key.protocol,
+            train_texts=dataset.train_texts(),
+            base_loss=dataset.base_loss,
+            dataset=key.dataset,
+            device=str(device),
+            cache_dir=self.options.cache_dir,
+        )
+        composer = spec.build(ctx)
+        if not isinstance(composer, cirbench.Composer):
+            raise TypeError(
+                f"composer {key.composer!r}: build returned {type(composer).__name__}, "
+                "expected a cirbench.Composer"
+            )
+        return composer.to(device)
+
+    def _model_wanted(self, key: RunKey) -> bool:
+        """With ``save_model``: a finished ok run whose model was not kept is run again."""
+        if not self.options.save_model or self.store.model_path(key).exists():
+            return False
+        result = self.store.read(key)
+        return result is not None and result.get("status") == "ok"
+
     def run_one(self, key: RunKey) -> dict:
         """Train and evaluate one cell, write its result (whatever happens) and return it.
 
@@ -118,28 +150,16 @@ class Runner:
         ckpt = self.store.checkpoint_path(key)
         if self.options.force and ckpt.exists():
             ckpt.unlink()
+        model_file = self.store.model_path(key)
+        if model_file.exists():  # a kept model belongs to the result beside it, which is redone
+            model_file.unlink()
         reset_peak_memory(device)
         t0 = time.perf_counter()
         try:
             dataset = self.dataset(key.protocol, key.dataset)
             result["dataset"]["facts"] = dataset.describe()
             seed_everything(key.seed)
-            spec = self.registry.composer(key.composer)
-            ctx = ComposerContext(
-                protocol=key.protocol,
-                train_texts=dataset.train_texts(),
-                base_loss=dataset.base_loss,
-                dataset=key.dataset,
-                device=str(device),
-                cache_dir=self.options.cache_dir,
-            )
-            composer = spec.build(ctx)
-            if not isinstance(composer, cirbench.Composer):
-                raise TypeError(
-                    f"composer {key.composer!r}: build returned {type(composer).__name__}, "
-                    "expected a cirbench.Composer"
-                )
-            composer.to(device)
+            composer = self.build_composer(key, dataset)
             result["params"] = composer.parameter_counts()
             result["pretrained_weights"] = composer.pretrained_weights()
             stats = train(
@@ -158,6 +178,14 @@ class Runner:
                 "gallery_size": ev.gallery_size,
                 "queries_per_second": ev.num_queries / ev.seconds if ev.seconds else 0.0,
             }
+            if self.options.save_model:
+                state = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v
+                         for k, v in composer.state_dict().items()}
+                size = atomic_torch_save(model_file, state)
+                result["saved_model"] = {
+                    "path": model_file.relative_to(self.store.root).as_posix(),
+                    "bytes": size,
+                }
             result["status"] = "ok"
         except (DivergedError, NonFiniteEmbeddingError) as exc:
             result["status"] = "diverged"

@@ -10,7 +10,7 @@ from cirbench.cli import main
 
 
 def test_help_everywhere(capsys):
-    for argv in (["--help"], ["list", "--help"], ["run", "--help"], ["leaderboard", "--help"]):
+    for argv in (["--help"], ["list", "--help"], ["run", "--help"], ["leaderboard", "--help"], ["check", "--help"]):
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         assert exit_.value.code == 0
@@ -29,8 +29,8 @@ def test_list_shows_every_kind_with_its_plugin(capsys):
     "argv,expected",
     [
         (["run", "--composer", "nope", "--dataset", "css-synth"], "unknown composer 'nope'; valid composers: "),
-        (["run", "--composer", "concat", "--dataset", "nope"], "unknown dataset 'nope'; valid datasets: css-synth"),
-        (["run", "--all", "--protocol", "nope"], "unknown protocol 'nope'; valid protocols: full, quick, smoke"),
+        (["run", "--composer", "concat", "--dataset", "nope"], "unknown dataset 'nope'; valid datasets: "),
+        (["run", "--all", "--protocol", "nope"], "unknown protocol 'nope'; valid protocols: full, "),
         (["run", "--dataset", "css-synth"], "give --composer NAME"),
         (["leaderboard", "--results", "/nonexistent/dir"], "--results /nonexistent/dir: no such folder"),
     ],
@@ -57,3 +57,21 @@ def test_run_then_leaderboard(tmp_path, capsys, monkeypatch):
     assert "image-only" in md and " 2 " in md  # two seeds
     results = [json.loads(p.read_text()) for p in (tmp_path / "res").rglob("*.json")]
     assert sorted(r["seed"] for r in results) == [0, 1]
+
+
+def _planned(capsys, argv) -> dict[str, list[str]]:
+    assert main(["run", "--dry-run", "--protocol", "smoke", *argv]) == 0
+    out = capsys.readouterr().out
+    return {line.split(":")[0]: line.split(": ", 1)[1].split(", ")
+            for line in out.splitlines() if line.startswith(("datasets:", "composers:", "seeds:"))}
+
+
+def test_all_leaves_out_ablations_unless_asked(capsys):
+    plan = _planned(capsys, ["--all", "--dataset", "css-synth"])
+    assert {"image-only", "text-only", "concat", "tirg", "tirg-lastconv", "composeae", "sac"} <= set(plan["composers"])
+    assert not {"sac-concat", "sac-triplet-only", "composeae-lstm"} & set(plan["composers"])
+    assert plan["datasets"] == ["css-synth"] and plan["seeds"] == ["0"]
+    with_ablations = _planned(capsys, ["--all", "--ablations", "--dataset", "css-synth"])["composers"]
+    assert {"sac-concat", "sac-l1-only", "composeae-lstm"} <= set(with_ablations)
+    named = _planned(capsys, ["--composer", "sac-concat", "--dataset", "css-synth", "--seed", "3"])
+    assert named["composers"] == ["sac-concat"] and named["seeds"] == ["3"]

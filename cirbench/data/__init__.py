@@ -1,6 +1,49 @@
-"""Dataset contract and image helpers (public API for dataset plugins)."""
+"""Dataset contract and data machinery (public API for dataset plugins).
 
-from cirbench.data.contract import CIRDataset, DatasetSpec, Query, Triplet
+* :mod:`~cirbench.data.contract`: the contract (:class:`CIRDataset`, :class:`DatasetSpec`,
+  :class:`Query`, :class:`Triplet`);
+* :mod:`~cirbench.data.local`: :class:`LocalImageDataset`, the base of loaders of image
+  files listed by relative path under a root, and its :class:`ImageIndex`;
+* :mod:`~cirbench.data.layout`: :class:`DataLayout`, :class:`Requirement`,
+  :class:`PublishedCount` (what a local copy must hold);
+* :mod:`~cirbench.data.locations`: :class:`DataLocations` (``--data-root``,
+  ``$CIRBENCH_DATA``, per-dataset overrides);
+* :mod:`~cirbench.data.errors`: :class:`DatasetNotAvailable`, :class:`UnsafePathError`,
+  :class:`CorruptImageError`, :class:`AnnotationError`;
+* :mod:`~cirbench.data.paths`, :mod:`~cirbench.data.decode`,
+  :mod:`~cirbench.data.image_cache`, :mod:`~cirbench.data.verify`.
+"""
+
+from cirbench.data.contract import Availability, CIRDataset, DatasetSpec, Query, Triplet
+from cirbench.data.decode import ImageTransform, decode_image
+from cirbench.data.errors import AnnotationError, CorruptImageError, DatasetNotAvailable, UnsafePathError
 from cirbench.data.images import normalize_images
+from cirbench.data.layout import DataLayout, ImageEntry, PublishedCount, Requirement
+from cirbench.data.local import ImageIndex, LocalImageDataset
+from cirbench.data.locations import DataLocations, dataset_env_var, default_data_root
+from cirbench.data.paths import resolve_under
 
-__all__ = ["CIRDataset", "DatasetSpec", "Query", "Triplet", "normalize_images"]
+__all__ = [
+    "AnnotationError",
+    "Availability",
+    "CIRDataset",
+    "CorruptImageError",
+    "DataLayout",
+    "DataLocations",
+    "DatasetNotAvailable",
+    "DatasetSpec",
+    "ImageEntry",
+    "ImageIndex",
+    "ImageTransform",
+    "LocalImageDataset",
+    "PublishedCount",
+    "Query",
+    "Requirement",
+    "Triplet",
+    "UnsafePathError",
+    "dataset_env_var",
+    "decode_image",
+    "default_data_root",
+    "normalize_images",
+    "resolve_under",
+]

@@ -5,7 +5,8 @@ test queries. Its evaluation rules are data, so the evaluator stays generic:
 
 * label-based hits (CSS, Fashion200k, MIT-States) are several correct ids per query;
 * query groups (CSS modification types, FashionIQ categories) are the ``group`` field;
-* a per-group gallery is what :meth:`CIRDataset.gallery` returns for that group.
+* a per-group gallery is what :meth:`CIRDataset.gallery` returns for that group;
+* a per-query candidate list (CIRR's Recall_subset) is :attr:`Query.candidates`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
+    from cirbench.data.layout import DataLayout
+    from cirbench.data.locations import DataLocations
     from cirbench.protocol import Protocol
 
 
@@ -38,12 +41,18 @@ class Query:
     ``targets`` are every gallery id that counts as a correct answer (label-based hits give
     several). ``group`` is the query's group for the per-group breakdown (e.g. ``add``,
     ``remove``, ``change`` on CSS-like data, or a FashionIQ category).
+
+    ``candidates`` (optional) restricts this query's ranking to these ids of its gallery: the
+    other gallery entries are left out of its ranking, as the reference is (None: the whole
+    gallery). It expresses a per-query candidate list, such as CIRR's Recall_subset@K over the
+    members of the query's image set; the gallery is still embedded once.
     """
 
     reference: int
     text: str
     targets: tuple[int, ...]
     group: str = "all"
+    candidates: tuple[int, ...] | None = None
 
 
 class CIRDataset(abc.ABC):
@@ -113,14 +122,66 @@ class CIRDataset(abc.ABC):
 
 
 @dataclass(frozen=True)
+class Availability:
+    """Whether a dataset can be built here: ``ok``, and in words where it is or why not."""
+
+    ok: bool
+    detail: str = ""
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"available ({self.detail})" if self.detail else "available"
+        return f"not found ({self.detail})"
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """What a plugin returns from ``cirbench_datasets``: a named dataset and how to build it.
 
     ``build(protocol, cache_dir)`` returns a :class:`CIRDataset` at the protocol's
     ``dataset_scale`` and ``image_size``; ``cache_dir`` is a folder the dataset may use to
     keep generated or decoded data between runs.
+
+    A dataset read from a local folder also gives its ``layout`` (a
+    :class:`cirbench.data.layout.DataLayout`: default folder, required files, where it is
+    published). Its ``build`` then takes a third argument, ``build(protocol, cache_dir, root)``,
+    the dataset's folder (None: resolved from the environment). Callers use :meth:`create`,
+    which resolves the folder from a :class:`~cirbench.data.locations.DataLocations`, checks
+    the layout (raising :class:`~cirbench.data.errors.DatasetNotAvailable`) and builds;
+    :meth:`availability` answers without building. Embedded datasets (no ``layout``) are
+    always available.
     """
 
     name: str
-    build: "Callable[[Protocol, Path], CIRDataset]"
+    build: "Callable[..., CIRDataset]"
     description: str = ""
+    layout: "DataLayout | None" = None
+
+    def root(self, data: "DataLocations | None" = None) -> "Path | None":
+        """The dataset's local folder under ``data`` (None for an embedded dataset)."""
+        return None if self.layout is None else self.layout.root(self.name, data)
+
+    def availability(self, data: "DataLocations | None" = None) -> Availability:
+        """Whether :meth:`create` can build the dataset (cheap: no decoding)."""
+        if self.layout is None:
+            return Availability(True, "embedded")
+        from cirbench.data.errors import DatasetNotAvailable
+
+        root = self.root(data)
+        try:
+            self.layout.check(self.name, root, data)
+        except DatasetNotAvailable as exc:
+            return Availability(False, f"{root}: {exc.reason}")
+        return Availability(True, str(root))
+
+    def create(
+        self, protocol: "Protocol", cache_dir: "Path | str | None", data: "DataLocations | None" = None
+    ) -> CIRDataset:
+        """Build the dataset: ``build(protocol, cache_dir)`` for an embedded one; for a local
+        one, find its folder under ``data``, check it (raising
+        :class:`~cirbench.data.errors.DatasetNotAvailable`) and ``build(protocol, cache_dir, root)``."""
+        if self.layout is None:
+            return self.build(protocol, cache_dir)
+        root = self.root(data)
+        self.layout.check(self.name, root, data)
+        return self.build(protocol, cache_dir, root)

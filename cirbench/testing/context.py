@@ -20,9 +20,11 @@ import torch
 from cirbench.composer import Composer, ComposerContext, ComposerSpec, TrainBatch
 from cirbench.data.contract import CIRDataset, DatasetSpec
 from cirbench.data.images import normalize_images
+from cirbench.data.errors import DatasetNotAvailable
+from cirbench.data.locations import DataLocations
 from cirbench.plugins import Registry, load_registry
 from cirbench.protocol import BUILTIN_PROTOCOLS, Protocol
-from cirbench.testing.base import CheckFailed
+from cirbench.testing.base import CheckFailed, SkipCheck
 from cirbench.testing.random_data import RandomDataset
 from cirbench.train import make_batch, seed_everything
 
@@ -60,6 +62,8 @@ class CheckContext:
         dataset: what composer checks train on: a :class:`~cirbench.CIRDataset`, the name of
             a registered dataset, or None for a :class:`RandomDataset` at the protocol's image
             size.
+        data: where datasets read from a local folder live (None: from the environment;
+            see :mod:`cirbench.data.locations`).
     """
 
     def __init__(
@@ -69,12 +73,14 @@ class CheckContext:
         cache_dir: str | Path | None = None,
         device: str = "cpu",
         dataset: CIRDataset | str | None = None,
+        data: DataLocations | None = None,
     ) -> None:
         self._protocol = protocol
         self._registry = registry
         self._cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.device = device
         self._train_on = dataset
+        self.data = data
         self._datasets: dict[DatasetSpec, CIRDataset] = {}  # by spec: two specs may share a name
         self._random: RandomDataset | None = None
         self._declared: dict[tuple[str, ComposerSpec | DatasetSpec], dict[str, str]] = {}
@@ -112,10 +118,15 @@ class CheckContext:
 
     # --- datasets ------------------------------------------------------------------------------
     def build_dataset(self, dataset: str | DatasetSpec) -> CIRDataset:
-        """``dataset`` built under the protocol into the cache folder (once per context)."""
+        """``dataset`` built under the protocol into the cache folder (once per context). A
+        local dataset that is not available under :attr:`data` raises :class:`SkipCheck`."""
         spec = self.dataset_spec(dataset)
         if spec not in self._datasets:
-            ds = spec.build(self.protocol, self.cache_dir / "datasets")
+            try:
+                ds = spec.create(self.protocol, self.cache_dir / "datasets", self.data)
+            except DatasetNotAvailable as exc:  # a local dataset that is not here: nothing to check
+                raise SkipCheck(f"dataset {spec.name!r} is not available here ({exc.reason}); "
+                                "point --data-root or --data at a copy to check it") from exc
             if not isinstance(ds, CIRDataset):
                 raise CheckFailed(
                     f"dataset {spec.name!r}: build(protocol, cache_dir) returned "

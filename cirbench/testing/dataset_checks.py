@@ -114,7 +114,8 @@ def check_references_valid(dataset: Subject, ctx: CheckContext) -> None:
 
 def check_query_targets_in_gallery(dataset: Subject, ctx: CheckContext) -> None:
     """Every query has at least one correct target, and all of them lie in the gallery it is
-    ranked against (its group's when ``has_group_galleries()``, else the shared one)."""
+    ranked against (its group's when ``has_group_galleries()``, else the shared one). A query
+    with ``candidates`` lists only ids of that gallery, and its targets are among them."""
     ds = ctx.build_dataset(dataset)
     galleries = {g: set(np.asarray(a).tolist()) for g, a in _galleries(ds).items()}
     per_group = ds.has_group_galleries()
@@ -127,6 +128,16 @@ def check_query_targets_in_gallery(dataset: Subject, ctx: CheckContext) -> None:
             where = f"gallery({q.group!r})" if per_group else "the gallery"
             fail(f"query {i} ({q.text!r}, reference {q.reference}, group {q.group!r}): correct "
                  f"target(s) {_first(missing)} are not in {where}, so the query can never be answered")
+        candidates = getattr(q, "candidates", None)
+        if candidates is not None:
+            outside = [c for c in candidates if int(c) not in galleries[key]]
+            if outside:
+                fail(f"query {i} ({q.text!r}, reference {q.reference}): candidates {_first(outside)} "
+                     "are not in the gallery it is ranked against")
+            left_out = [t for t in q.targets if int(t) not in {int(c) for c in candidates}]
+            if left_out:
+                fail(f"query {i} ({q.text!r}, reference {q.reference}): correct target(s) "
+                     f"{_first(left_out)} are not among its candidates, so they can never be hit")
 
 
 def check_images(dataset: Subject, ctx: CheckContext) -> None:

@@ -63,5 +63,6 @@ def cirbench_composers() -> list[ComposerSpec]:
             "ComposeAE with TIRG's trainable LSTM text encoder (the 'random embedding' "
             "variant of SAC's tables)",
             _PAPER,
+            ablation_of="composeae",
         ),
     ]

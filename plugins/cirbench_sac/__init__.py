@@ -12,9 +12,9 @@ from __future__ import annotations
 from functools import partial
 
 from cirbench import ComposerSpec, hookimpl
+from cirbench.attention import save_attention_overlays  # Fig. 4, drawn by the core
 
 from cirbench_sac.model import SAC
-from cirbench_sac.overlays import save_attention_overlays
 
 __all__ = ["SAC", "save_attention_overlays", "cirbench_composers", "ABLATIONS"]
 
@@ -40,5 +40,6 @@ ABLATIONS: dict[str, tuple[dict, str]] = {
 @hookimpl
 def cirbench_composers() -> list[ComposerSpec]:
     return [
-        ComposerSpec(name, partial(SAC, **kw), desc, _PAPER) for name, (kw, desc) in ABLATIONS.items()
+        ComposerSpec(name, partial(SAC, **kw), desc, _PAPER, ablation_of="" if name == "sac" else "sac")
+        for name, (kw, desc) in ABLATIONS.items()
     ]

@@ -1,0 +1,143 @@
+"""The on-disk layout of a dataset read from a local folder: what must be there, what it is
+published as, which image files it lists.
+
+A loader describes its dataset's canonical layout with a :class:`DataLayout` (usually a small
+subclass): its default folder name, where it is published, the files that must exist
+(:class:`Requirement`, glob patterns relative to the dataset folder, each with a minimum
+count) and the published counts that ``cirbench data verify`` compares against
+(:class:`PublishedCount`). :meth:`DataLayout.check` is cheap (globs only, no decoding): it
+decides whether a dataset is *available*; :meth:`DataLayout.image_entries` lists every image
+the annotation files reference, for ``data verify``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from cirbench.data.errors import DatasetNotAvailable
+from cirbench.data.locations import DataLocations
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """Files (or folders, ``kind="dir"``) matching ``pattern`` under the dataset folder; at
+    least ``min_count`` of them. ``pattern`` is a :mod:`glob` pattern (``**`` recurses).
+    ``what`` says in words what they are, for messages."""
+
+    pattern: str
+    what: str = ""
+    min_count: int = 1
+    kind: str = "file"
+
+    def found(self, root: Path) -> int:
+        """How many matching files (or folders) are under ``root``."""
+        matches = glob.glob(os.path.join(glob.escape(str(root)), self.pattern), recursive="**" in self.pattern)
+        test = os.path.isdir if self.kind == "dir" else os.path.isfile
+        return sum(1 for m in matches if test(m))
+
+    def describe(self, found: int) -> str:
+        what = f" ({self.what})" if self.what else ""
+        need = "a folder" if self.kind == "dir" else "a file"
+        if self.min_count > 1:
+            need = f"at least {self.min_count} {'folders' if self.kind == 'dir' else 'files'}"
+        return f"expected {need} matching {self.pattern}{what}, found {found}"
+
+
+@dataclass(frozen=True)
+class PublishedCount:
+    """A count that ``cirbench data verify`` compares: ``what`` (in words), the published
+    value (``expected``; None when the reference gives none: then only reported), where the
+    value comes from (``source``, e.g. ``REFERENCE.md §1.4``) and how to count it in a local
+    copy (``count(root) -> int``)."""
+
+    what: str
+    expected: int | None
+    count: Callable[[Path], int]
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One image an annotation file references: the entry as written (a path relative to the
+    dataset folder) and the annotation file that names it."""
+
+    entry: str
+    source: str
+
+
+class DataLayout:
+    """The canonical on-disk layout of one local dataset. Subclass and set the attributes;
+    override :meth:`image_entries` (and :meth:`published_counts`) to read the annotation
+    files.
+
+    Attributes:
+        folder: the dataset's folder name under the data root (``fashion200k``).
+        url: where the dataset is published (shown when it is missing).
+        requirements: what must exist for the dataset to count as available.
+        image_globs: fallback for :meth:`image_entries`: image files found by these patterns.
+    """
+
+    folder: str = ""
+    url: str = ""
+    requirements: tuple[Requirement, ...] = ()
+    image_globs: tuple[str, ...] = ()
+
+    def __init__(self, **attributes: object) -> None:
+        for key, value in attributes.items():
+            if not hasattr(type(self), key):
+                raise TypeError(f"{type(self).__name__}: unknown attribute {key!r}")
+            setattr(self, key, value)
+
+    # --- where --------------------------------------------------------------------------------
+    def root(self, name: str, data: DataLocations | None = None) -> Path:
+        """The folder of dataset ``name`` under ``data`` (default: from the environment)."""
+        return (data or DataLocations()).root_for(name, self.folder or name)
+
+    # --- availability ---------------------------------------------------------------------------
+    def problems(self, root: Path) -> list[str]:
+        """What is missing under ``root`` (empty when every requirement is met)."""
+        if not root.exists():
+            return ["the folder does not exist"]
+        if not root.is_dir():
+            return [f"{root} is not a folder"]
+        out = []
+        for req in self.requirements:
+            n = req.found(root)
+            if n < req.min_count:
+                out.append(req.describe(n))
+        return out
+
+    def check(self, name: str, root: Path, data: DataLocations | None = None) -> None:
+        """Raise :class:`DatasetNotAvailable` (with what was expected where, and where the
+        dataset is published) unless every requirement is met under ``root``."""
+        problems = self.problems(root)
+        if problems:
+            raise DatasetNotAvailable(
+                name, root, problems, self.url, (data or DataLocations()).how_to_set(name),
+                expected=self.expected(),
+            )
+
+    def expected(self) -> list[str]:
+        """The requirements in words, for messages."""
+        return [f"{r.pattern}" + (f" ({r.what})" if r.what else "")
+                + (f", at least {r.min_count}" if r.min_count > 1 else "") for r in self.requirements]
+
+    # --- verify ---------------------------------------------------------------------------------
+    def image_entries(self, root: Path) -> Sequence[ImageEntry]:
+        """Every image the dataset's annotation files reference. Default: the files matching
+        :attr:`image_globs`. Loaders override this to parse their annotation files (raising
+        :class:`~cirbench.data.errors.AnnotationError` for a malformed one)."""
+        out: list[ImageEntry] = []
+        for pattern in self.image_globs:
+            for path in sorted(glob.glob(os.path.join(glob.escape(str(root)), pattern), recursive=True)):
+                if os.path.isfile(path):
+                    out.append(ImageEntry(os.path.relpath(path, root).replace(os.sep, "/"), pattern))
+        return out
+
+    def published_counts(self) -> Sequence[PublishedCount]:
+        """Counts ``data verify`` compares with the published ones (default: none)."""
+        return ()

@@ -1,0 +1,207 @@
+"""The ``cirr`` and ``cirr-subset`` datasets: CIRR read from its canonical layout (REFERENCE.md
+§1.7), identity hits on the hard target (§0 decision 2), evaluated on the validation split.
+
+Layout (the CIRR release, branch ``cirr_dataset``; the dataset folder is the one holding
+``cirr/``, ``train/`` and ``dev/``):
+
+* ``<root>/cirr/captions/cap.rc2.{train,val}.json``: a JSON list of ``{"pairid",
+  "reference", "target_hard", "target_soft": {name: score}, "caption", "img_set": {"id",
+  "members": [6 names], ...}}``;
+* ``<root>/cirr/image_splits/split.rc2.{train,val}.json``: a JSON dict image name ->
+  path relative to the root (``./dev/dev-245-2-img1.png``, ``./train/34/...png``).
+
+``test1`` has no public targets (its metrics come from the CIRR server), so evaluation runs on
+``val``; the test1 files may be present and are not read.
+
+``cirr`` (Recall@K):
+
+* training triplets: every train pair, reference + caption -> ``target_hard``;
+* test queries: every val pair, one correct target, ``target_hard``;
+* gallery: every image of ``split.rc2.val.json``; the reference is removed from its own
+  ranking (the evaluator's rule; CIRR sets its score to the row minimum, the same thing).
+
+``cirr-subset`` (Recall_subset@K): the same pairs, each query ranked among the members of its
+``img_set`` other than its reference (five images) -- :attr:`cirbench.Query.candidates`, so
+the gallery is embedded once. A member list without the target is an annotation error.
+
+Soft targets: CIRR's validation code credits a top-K hit with the best ``target_soft`` score
+among the retrieved images (1.0, 0.5, 0.2; -1.0 never counts; REFERENCE.md §1.7). Decision 2
+fixes identity hits for CIRR, so the metrics count ``target_hard`` only; the soft targets are
+kept, by image id, in :attr:`CirrDataset.soft_targets` (one dict per query) for analysis, and
+training uses ``target_hard`` only. A pair whose reference is its hard target is left out
+(counted in ``describe()``).
+
+Images: shorter side resized to the protocol's size, centre crop; loss
+``batch_classification`` (as on the other identity-hit datasets).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cirbench import Query, Triplet
+from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement
+from cirbench.data.layout import ImageEntry
+
+URL = "https://github.com/Cuberick-Orion/CIRR"
+SPLITS = ("train", "val")
+
+
+def captions_file(split: str) -> str:
+    return f"cirr/captions/cap.rc2.{split}.json"
+
+
+def split_file(split: str) -> str:
+    return f"cirr/image_splits/split.rc2.{split}.json"
+
+
+def _read_json(root: Path, rel: str) -> object:
+    try:
+        with open(Path(root) / rel, encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise AnnotationError(rel, f"not valid JSON: {exc.msg}", exc.lineno) from exc
+
+
+def read_split(root: Path, split: str) -> dict[str, str]:
+    """Image name -> relative path, from ``split.rc2.{split}.json``."""
+    rel = split_file(split)
+    data = _read_json(root, rel)
+    if not isinstance(data, dict):
+        raise AnnotationError(rel, f"expected a JSON object (image name -> path), got {type(data).__name__}")
+    for name, path in data.items():
+        if not isinstance(path, str) or not path.strip():
+            raise AnnotationError(rel, f"image {name!r}: the path is not a non-empty string")
+    return data
+
+
+def read_pairs(root: Path, split: str) -> list[dict]:
+    """The entries of ``cap.rc2.{split}.json``, checked: ``reference``, ``target_hard`` and
+    ``caption`` non-empty strings, ``target_soft`` an object of numbers (may be absent),
+    ``img_set.members`` a list of names. Raises :class:`AnnotationError` naming the file, the
+    entry and the field."""
+    rel = captions_file(split)
+    data = _read_json(root, rel)
+    if not isinstance(data, list):
+        raise AnnotationError(rel, f"expected a JSON list of pairs, got {type(data).__name__}")
+    out = []
+    for n, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise AnnotationError(rel, f"entry {n}: expected an object, got {type(item).__name__}")
+        where = f"entry {n} (pairid {item.get('pairid', '?')})"
+        for key in ("reference", "target_hard", "caption"):
+            if not isinstance(item.get(key), str) or not item[key].strip():
+                raise AnnotationError(rel, f"{where}: field {key!r} missing or not a non-empty string")
+        soft = item.get("target_soft", {})
+        if not isinstance(soft, dict) or not all(isinstance(v, (int, float)) for v in soft.values()):
+            raise AnnotationError(rel, f"{where}: field 'target_soft' is not an object of scores")
+        img_set = item.get("img_set")
+        members = img_set.get("members") if isinstance(img_set, dict) else None
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise AnnotationError(rel, f"{where}: field 'img_set.members' missing or not a list of names")
+        out.append(item)
+    return out
+
+
+class CirrLayout(DataLayout):
+    """CIRR's files (REFERENCE.md §1.7); ``data verify`` compares the validation pair and image
+    counts with the published ones."""
+
+    folder = "cirr"
+    url = URL
+    requirements = (
+        *(Requirement(captions_file(s), f"{s} captions") for s in SPLITS),
+        *(Requirement(split_file(s), f"{s} image list") for s in SPLITS),
+        Requirement("train", "the training images", kind="dir"),
+        Requirement("dev", "the validation images", kind="dir"),
+    )
+
+    def image_entries(self, root: Path) -> list[ImageEntry]:
+        return [ImageEntry(path, split_file(s)) for s in SPLITS for path in read_split(root, s).values()]
+
+    def published_counts(self) -> list[PublishedCount]:
+        src = "REFERENCE.md §1.7"
+        return [
+            PublishedCount("val pairs", 4_181, lambda root: len(read_pairs(root, "val")), src),
+            PublishedCount("val images", 2_297, lambda root: len(read_split(root, "val")), src),
+            PublishedCount("train pairs", None, lambda root: len(read_pairs(root, "train")), src),
+            PublishedCount("train images", None, lambda root: len(read_split(root, "train")), src),
+        ]
+
+
+class CirrDataset(LocalImageDataset):
+    """``cirr``: Recall@K over the whole val gallery (see the module docstring)."""
+
+    name = "cirr"
+    version = 1
+    base_loss = "batch_classification"
+    layout = CirrLayout()
+    transform_mode = "center_crop"
+    #: True: rank each query among its image set's members (Recall_subset@K).
+    subset = False
+
+    def _id(self, split: str, paths: dict[str, str], name: str, field: str, n: int) -> int:
+        if name not in paths:
+            raise AnnotationError(captions_file(split), f"entry {n}: field {field!r}: image {name!r} is not in "
+                                  f"{split_file(split)}")
+        return self.index.add(paths[name], split_file(split))
+
+    def load(self) -> None:
+        self.skipped_self_pairs = 0
+        train_paths = read_split(self.root, "train")
+        triplets = []
+        for n, p in enumerate(read_pairs(self.root, "train")):
+            s = self._id("train", train_paths, p["reference"], "reference", n)
+            t = self._id("train", train_paths, p["target_hard"], "target_hard", n)
+            if s == t:
+                self.skipped_self_pairs += 1
+                continue
+            triplets.append(Triplet(s, p["caption"].strip(), t))
+        val_paths = read_split(self.root, "val")
+        self.gallery_ids = np.asarray([self.index.add(path, split_file("val")) for path in val_paths.values()],
+                                      dtype=np.int64)
+        queries, soft = [], []
+        for n, p in enumerate(read_pairs(self.root, "val")):
+            s = self._id("val", val_paths, p["reference"], "reference", n)
+            t = self._id("val", val_paths, p["target_hard"], "target_hard", n)
+            if s == t:
+                self.skipped_self_pairs += 1
+                continue
+            candidates = None
+            if self.subset:
+                members = [self._id("val", val_paths, m, "img_set.members", n) for m in p["img_set"]["members"]]
+                if t not in members:
+                    raise AnnotationError(captions_file("val"), f"entry {n}: field 'img_set.members' lacks the "
+                                          f"target {p['target_hard']!r}")
+                candidates = tuple(dict.fromkeys(m for m in members if m != s))
+            queries.append(Query(s, p["caption"].strip(), (t,), candidates=candidates))
+            soft.append({self._id("val", val_paths, name, "target_soft", n): float(score)
+                         for name, score in p.get("target_soft", {}).items()})
+        self.triplets = triplets
+        self.test_queries = queries
+        self.soft_targets: list[dict[int, float]] = soft
+
+    def describe(self) -> dict:
+        d = super().describe()
+        scores: dict[str, int] = {}
+        for s in self.soft_targets:
+            for v in s.values():
+                scores[f"{v:g}"] = scores.get(f"{v:g}", 0) + 1
+        d.update(
+            metric="Recall_subset@K: ranked among the image set's members other than the reference"
+            if self.subset else "Recall@K: ranked against every val image, the reference removed",
+            hits="target_hard (identity); target_soft kept for analysis only",
+            soft_target_scores=dict(sorted(scores.items())),
+            skipped_self_pairs=self.skipped_self_pairs,
+        )
+        return d
+
+
+class CirrSubsetDataset(CirrDataset):
+    """``cirr-subset``: Recall_subset@K, each query ranked among its image set's members."""
+
+    name = "cirr-subset"
+    subset = True
