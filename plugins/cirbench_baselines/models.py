@@ -7,9 +7,9 @@ between L2-normalised, learnably scaled query and target embeddings (TIRG's
 
 * ``image-only``: query = f_img(reference); the text is ignored.
 * ``text-only``: query = f_text(text); the reference image is ignored.
-* ``concat``: query = MLP([f_img(reference), f_text(text)]), the MLP being
-  BN -> ReLU -> Linear(2d, 2d) -> ReLU -> Linear(2d, d), the shape of TIRG's residual branch
-  (TIRG's "Concat" baseline is its composition module without the gated image path).
+* ``concat``: query = MLP([f_img(reference), f_text(text)]), the MLP of TIRG's public
+  ``Concat`` model: BN -> ReLU -> Linear(2d, 2d) -> BN -> ReLU -> Dropout(0.1) ->
+  Linear(2d, d).
 """
 
 from __future__ import annotations
@@ -73,7 +73,9 @@ class Concat(_Baseline):
             nn.BatchNorm1d(2 * d),
             nn.ReLU(),
             nn.Linear(2 * d, 2 * d),
+            nn.BatchNorm1d(2 * d),
             nn.ReLU(),
+            nn.Dropout(0.1),
             nn.Linear(2 * d, d),
         )
 

@@ -45,7 +45,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-GEN_VERSION = 1
+GEN_VERSION = 2
 """Bump whenever any rule here changes the generated data (it names the cache folder)."""
 
 CANVAS = 64
@@ -363,16 +363,20 @@ class ScaleSpec:
 
     train_sources: int
     test_sources: int
-    mods_per_source: int = 3
+    mods_per_source: int = 5
     max_objects: int = 5
 
 
 SCALES: dict[str, ScaleSpec] = {
     "tiny": ScaleSpec(train_sources=40, test_sources=30),
-    "small": ScaleSpec(train_sources=2000, test_sources=500),
-    "full": ScaleSpec(train_sources=4800, test_sources=4800),
+    "small": ScaleSpec(train_sources=1340, test_sources=340),
+    "full": ScaleSpec(train_sources=3200, test_sources=3200),
 }
-"""The protocol's ``dataset_scale`` -> sizes. ``full`` is CSS's size (~19k images a split)."""
+"""The protocol's ``dataset_scale`` -> sizes. ``full`` is CSS's size: 19,200 images and 16,000
+queries a split (CSS: about 19k and 16k). Five modifications per source give CSS's ratio of
+queries to images (16k / 19k = 5 / 6); with three, a source's nearest neighbours in pixel
+space are one of only three targets, and an image-only query scores far above CSS's 6.3 R@1
+(v1 of this generator: image-only R@1 ~30 on ``small``)."""
 
 
 @dataclass
