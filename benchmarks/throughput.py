@@ -25,7 +25,7 @@ from tabulate import tabulate
 
 from cirbench.composer import ComposerContext, TrainBatch
 from cirbench.encoders import build_image_backbone
-from cirbench.metrics import rank_queries
+from cirbench.metrics import effective_chunk, rank_queries
 from cirbench.plugins import load_registry
 from cirbench.provenance import describe_device, peak_memory_mb, reset_peak_memory, resolve_device
 from cirbench.train import seed_everything
@@ -103,7 +103,7 @@ def bench_eval(galleries, num_queries, dim, chunk, device) -> list[list]:
         sec = time.perf_counter() - start
         peak = peak_memory_mb(device)
         full_matrix_mb = num_queries * n * 8 / 2**20
-        rows.append([f"{n:,}", num_queries, chunk, f"{num_queries / sec:,.0f}",
+        rows.append([f"{n:,}", num_queries, effective_chunk(chunk, n), f"{num_queries / sec:,.0f}",
                      f"{peak:,.0f}", f"{peak - base:,.0f}", f"{full_matrix_mb:,.0f}"])
     return rows
 

@@ -33,6 +33,18 @@ NO_HIT = torch.iinfo(torch.int64).max
 #: cosines with a smaller magnitude are float64 rounding residue and are reported as 0
 ZERO_TOLERANCE = 1e-10
 
+#: at most this many scores per chunk (queries x gallery): large galleries get smaller chunks,
+#: so peak memory stays near a few hundred MB whatever the gallery size
+MAX_CHUNK_SCORES = 1 << 24
+
+
+def effective_chunk(chunk: int, gallery_size: int) -> int:
+    """The number of queries :func:`rank_queries` scores at once: ``chunk``, capped so that a
+    chunk holds at most :data:`MAX_CHUNK_SCORES` scores (never below one query)."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    return max(1, min(chunk, MAX_CHUNK_SCORES // max(1, gallery_size)))
+
 
 def cosine_scores(queries: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
     """``[Q, N]`` cosine similarities, computed in float64, returned rounded to float32
@@ -84,13 +96,13 @@ def rank_queries(
 ) -> torch.Tensor:
     """Ranks of the best correct target for every query, ``chunk`` queries at a time.
 
-    Memory is bounded by ``chunk x len(gallery)``; the result does not depend on ``chunk``.
+    Memory is bounded by ``chunk x len(gallery)`` (``chunk`` capped by
+    :func:`effective_chunk`); the result does not depend on ``chunk``.
     ``targets[i]`` are the dataset ids that count as correct for query ``i``; ids not in the
     gallery are ignored. ``candidates[i]`` (optional; None for a query ranked against the
     whole gallery) restricts query ``i``'s ranking to those gallery ids.
     """
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    chunk = effective_chunk(chunk, gallery_emb.shape[0])
     n_q = query_emb.shape[0]
     if not (len(reference_ids) == len(targets) == n_q):
         raise ValueError(

@@ -601,3 +601,26 @@ def test_recall_matches_torchmetrics_hit_rate(problem, ks):
         metric = RetrievalHitRate(top_k=k, empty_target_action="neg")
         theirs = float(metric(preds_t, target_t, indexes=idx_t))
         assert ours[k] == pytest.approx(theirs, abs=1e-6)
+
+
+def test_effective_chunk_caps_scores_per_chunk():
+    from cirbench.metrics import MAX_CHUNK_SCORES, effective_chunk
+
+    assert effective_chunk(1024, 1_000) == 1024
+    assert effective_chunk(1024, 100_000) == MAX_CHUNK_SCORES // 100_000 < 1024
+    assert effective_chunk(1024, 10 * MAX_CHUNK_SCORES) == 1  # never below one query
+    with pytest.raises(ValueError, match="chunk must be >= 1"):
+        effective_chunk(0, 10)
+
+
+def test_capped_chunks_rank_as_unchunked(monkeypatch):
+    import cirbench.metrics as metrics
+
+    g = torch.Generator().manual_seed(3)
+    q, gal = torch.randn(37, 8, generator=g), torch.randn(53, 8, generator=g)
+    refs = list(range(37))
+    targets = [{(i * 7) % 53, (i * 11) % 53} for i in range(37)]
+    whole = metrics.rank_queries(q, gal, torch.arange(53), refs, targets, chunk=37)
+    monkeypatch.setattr(metrics, "MAX_CHUNK_SCORES", 2 * 53)  # two queries per chunk
+    assert metrics.effective_chunk(37, 53) == 2
+    assert torch.equal(metrics.rank_queries(q, gal, torch.arange(53), refs, targets, chunk=37), whole)
