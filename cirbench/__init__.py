@@ -6,7 +6,7 @@ The public API for plugin authors is what this module exports; everything else i
 from cirbench.composer import Composer, ComposerContext, ComposerSpec, TrainBatch
 from cirbench.data.contract import CIRDataset, DatasetSpec, Query, Triplet
 from cirbench.hookspecs import hookimpl
-from cirbench.protocol import Protocol
+from cirbench.protocol import Protocol, pretrained_preset
 
 __version__ = "0.1.0"
 
@@ -21,5 +21,6 @@ __all__ = [
     "TrainBatch",
     "Triplet",
     "hookimpl",
+    "pretrained_preset",
     "__version__",
 ]

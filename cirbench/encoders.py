@@ -386,3 +386,30 @@ def _fill_frozen_weights(module, state_dict, prefix, local_metadata, strict, mis
         return
     for name, tensor in module.model.state_dict().items():
         state_dict.setdefault(f"{prefix}model.{name}", tensor)
+
+
+def image_encoder_param_groups(
+    model: nn.Module,
+    image_encoder: "ImageEncoder",
+    lr: float,
+    pretrained: bool,
+    backbone_lr_mult: float = 0.1,
+) -> list[dict]:
+    """SGD parameter groups of TIRG's ``main.py`` (also ComposeAE's): with ``pretrained``
+    backbone weights, ``image_fc`` (the encoder's final Linear) at ``lr``, ``backbone`` (the
+    ResNet trunk) at ``backbone_lr_mult * lr`` and ``rest`` (everything else of ``model``)
+    at ``lr``; otherwise one group ``all`` at ``lr``. Only trainable parameters are listed,
+    each in exactly one group; empty groups are left out."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not pretrained:
+        return [{"params": trainable, "lr": lr, "name": "all"}]
+    fc = [p for p in image_encoder.fc.parameters() if p.requires_grad]
+    trunk = [p for p in image_encoder.backbone.parameters() if p.requires_grad]
+    taken = {id(p) for p in fc} | {id(p) for p in trunk}
+    rest = [p for p in trainable if id(p) not in taken]
+    groups = [
+        {"params": fc, "lr": lr, "name": "image_fc"},
+        {"params": trunk, "lr": backbone_lr_mult * lr, "name": "backbone"},
+        {"params": rest, "lr": lr, "name": "rest"},
+    ]
+    return [g for g in groups if g["params"]]

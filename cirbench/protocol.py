@@ -144,3 +144,36 @@ BUILTIN_PROTOCOLS: tuple[Protocol, ...] = (
 )
 
 DEFAULT_PROTOCOL = "quick"
+
+
+def pretrained_preset(
+    name: str,
+    description: str,
+    *,
+    iterations: int,
+    ks: tuple[int, ...],
+    lr_decay_every: int | None = None,
+    weight_decay: float = 1e-6,
+    version: int = 1,
+) -> Protocol:
+    """A paper-scale preset for a real dataset, fixing what TIRG's, ComposeAE's and SAC's
+    schedules share (REFERENCE.md §2, §3): ResNet-18 with ImageNet weights at 224 px,
+    d = 512, batch 32, the dataset's canonical splits, seeds 0, 1, 2. The budget, decay,
+    weight decay and K values are the dataset's own (dataset plugins contribute theirs
+    through ``cirbench_protocols``)."""
+    return Protocol(
+        name=name,
+        version=version,
+        description=description,
+        dataset_scale="full",
+        backbone="resnet18",
+        pretrained=True,
+        image_size=224,
+        embed_dim=512,
+        batch_size=32,
+        iterations=iterations,
+        weight_decay=weight_decay,
+        lr_decay_every=lr_decay_every,
+        ks=ks,
+        seeds=(0, 1, 2),
+    )

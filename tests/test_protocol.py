@@ -40,3 +40,14 @@ def test_hash_is_stable_and_depends_on_numbers_only():
 def test_invalid_fields_are_named(field, value):
     with pytest.raises(ValueError, match=field):
         dataclasses.replace(BY_NAME["smoke"], **{field: value})
+
+
+def test_pretrained_preset_fixes_the_shared_paper_settings():
+    from cirbench import Protocol, pretrained_preset
+
+    p = pretrained_preset("full-x", "a dataset's schedule", iterations=1000, ks=(1, 10), lr_decay_every=100)
+    assert p == Protocol(name="full-x", version=1, description="a dataset's schedule", dataset_scale="full",
+                         backbone="resnet18", pretrained=True, image_size=224, embed_dim=512, batch_size=32,
+                         iterations=1000, weight_decay=1e-6, lr_decay_every=100, ks=(1, 10), seeds=(0, 1, 2))
+    assert pretrained_preset("full-x", "other words", iterations=1000, ks=(1, 10), lr_decay_every=100).hash == p.hash
+    assert pretrained_preset("full-x", "", iterations=1000, ks=(1, 10), weight_decay=5e-5).hash != p.hash

@@ -10,27 +10,18 @@ K values of SAC Table 2 (R@10/R@50, REFERENCE.md §5).
 
 from __future__ import annotations
 
-from cirbench import DatasetSpec, Protocol, hookimpl
+from cirbench import DatasetSpec, Protocol, hookimpl, pretrained_preset
 from cirbench_birds_to_words.dataset import BirdsToWordsDataset, BirdsToWordsLayout, image_entry
 
 __all__ = ["BirdsToWordsDataset", "BirdsToWordsLayout", "FULL_BIRDS_TO_WORDS", "image_entry"]
 
-FULL_BIRDS_TO_WORDS = Protocol(
-    name="full-birds-to-words",
-    version=1,
-    description="Birds-to-Words: the FashionIQ schedule (ResNet-18 (ImageNet), 224 px, 100k steps of 32, "
+FULL_BIRDS_TO_WORDS = pretrained_preset(
+    "full-birds-to-words",
+    "Birds-to-Words: the FashionIQ schedule (ResNet-18 (ImageNet), 224 px, 100k steps of 32, "
     "x0.1 every 8k, wd 1e-6); R@10/R@50 (SAC Table 2); for a GPU",
-    dataset_scale="full",
-    backbone="resnet18",
-    pretrained=True,
-    image_size=224,
-    embed_dim=512,
-    batch_size=32,
     iterations=100_000,
-    weight_decay=1e-6,
-    lr_decay_every=8_000,
     ks=(10, 50),
-    seeds=(0, 1, 2),
+    lr_decay_every=8_000,
 )
 
 

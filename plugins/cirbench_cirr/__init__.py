@@ -17,27 +17,18 @@ from __future__ import annotations
 
 import dataclasses
 
-from cirbench import DatasetSpec, Protocol, hookimpl
+from cirbench import DatasetSpec, Protocol, hookimpl, pretrained_preset
 from cirbench_cirr.dataset import CirrDataset, CirrLayout, CirrSubsetDataset
 
 __all__ = ["CirrDataset", "CirrLayout", "CirrSubsetDataset", "FULL_CIRR", "FULL_CIRR_SUBSET"]
 
-FULL_CIRR = Protocol(
-    name="full-cirr",
-    version=1,
-    description="CIRR Recall@K: the FashionIQ schedule (ResNet-18 (ImageNet), 224 px, 100k steps of 32, "
+FULL_CIRR = pretrained_preset(
+    "full-cirr",
+    "CIRR Recall@K: the FashionIQ schedule (ResNet-18 (ImageNet), 224 px, 100k steps of 32, "
     "x0.1 every 8k, wd 1e-6); R@1/2/5/10/50/100 (CIRR's K); for a GPU",
-    dataset_scale="full",
-    backbone="resnet18",
-    pretrained=True,
-    image_size=224,
-    embed_dim=512,
-    batch_size=32,
     iterations=100_000,
-    weight_decay=1e-6,
-    lr_decay_every=8_000,
     ks=(1, 2, 5, 10, 50, 100),
-    seeds=(0, 1, 2),
+    lr_decay_every=8_000,
 )
 
 FULL_CIRR_SUBSET = dataclasses.replace(

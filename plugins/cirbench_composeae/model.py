@@ -29,7 +29,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from cirbench import Composer, ComposerContext, TrainBatch
-from cirbench.encoders import ImageEncoder, LSTMTextEncoder, SentenceEncoder
+from cirbench.encoders import (
+    ImageEncoder,
+    LSTMTextEncoder,
+    SentenceEncoder,
+    image_encoder_param_groups,
+)
 from cirbench.losses import NormalizationLayer, base_loss
 
 from cirbench_composeae.modules import ComposeAEComposition, ImageDecoder, TextDecoder
@@ -56,19 +61,7 @@ def composeae_param_groups(
     backbone, ``image_fc`` at ``lr``, the rest of the backbone at ``backbone_lr_mult * lr`` and
     everything else at ``lr``; otherwise one group. Only trainable parameters are listed (the
     frozen sentence encoder never is), each in exactly one group."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if not pretrained:
-        return [{"params": trainable, "lr": lr, "name": "all"}]
-    fc = [p for p in image_encoder.fc.parameters() if p.requires_grad]
-    trunk = [p for p in image_encoder.backbone.parameters() if p.requires_grad]
-    taken = {id(p) for p in fc} | {id(p) for p in trunk}
-    rest = [p for p in trainable if id(p) not in taken]
-    groups = [
-        {"params": fc, "lr": lr, "name": "image_fc"},
-        {"params": trunk, "lr": backbone_lr_mult * lr, "name": "backbone"},
-        {"params": rest, "lr": lr, "name": "rest"},
-    ]
-    return [g for g in groups if g["params"]]
+    return image_encoder_param_groups(model, image_encoder, lr, pretrained, backbone_lr_mult)
 
 
 class ComposeAE(Composer):

@@ -7,28 +7,18 @@ label-based hits (decision 2). Protocol ``full-css``: TIRG's CSS schedule (REFER
 
 from __future__ import annotations
 
-from cirbench import DatasetSpec, Protocol, hookimpl
+from cirbench import DatasetSpec, Protocol, hookimpl, pretrained_preset
 from cirbench_css.dataset import Css2dDataset, CssDataset, CssLayout, Css2dLayout
 from cirbench_css.reader import CSS_FILE, read_css_file
 
 __all__ = ["CSS_FILE", "Css2dDataset", "Css2dLayout", "CssDataset", "CssLayout", "FULL_CSS", "read_css_file"]
 
-FULL_CSS = Protocol(
-    name="full-css",
-    version=1,
-    description="TIRG's CSS schedule: ResNet-18 (ImageNet), 224 px, 160k steps of 32, no decay, "
+FULL_CSS = pretrained_preset(
+    "full-css",
+    "TIRG's CSS schedule: ResNet-18 (ImageNet), 224 px, 160k steps of 32, no decay, "
     "wd 1e-6; R@1 (TIRG Table 4) and the other K of TIRG's test code; for a GPU",
-    dataset_scale="full",
-    backbone="resnet18",
-    pretrained=True,
-    image_size=224,
-    embed_dim=512,
-    batch_size=32,
     iterations=160_000,
-    weight_decay=1e-6,
-    lr_decay_every=None,
     ks=(1, 5, 10, 50, 100),
-    seeds=(0, 1, 2),
 )
 
 

@@ -5,27 +5,18 @@ Fashion200k schedule (REFERENCE.md §2) with the paper's K values (Table 1: R@1/
 
 from __future__ import annotations
 
-from cirbench import DatasetSpec, Protocol, hookimpl
+from cirbench import DatasetSpec, Protocol, hookimpl, pretrained_preset
 from cirbench_fashion200k.dataset import Fashion200kDataset, Fashion200kLayout
 
 __all__ = ["FULL_FASHION200K", "Fashion200kDataset", "Fashion200kLayout"]
 
-FULL_FASHION200K = Protocol(
-    name="full-fashion200k",
-    version=1,
-    description="TIRG's Fashion200k schedule: ResNet-18 (ImageNet), 224 px, 160k steps of 32, "
+FULL_FASHION200K = pretrained_preset(
+    "full-fashion200k",
+    "TIRG's Fashion200k schedule: ResNet-18 (ImageNet), 224 px, 160k steps of 32, "
     "x0.1 every 50k, wd 1e-6; R@1/10/50 (TIRG Table 1); for a GPU",
-    dataset_scale="full",
-    backbone="resnet18",
-    pretrained=True,
-    image_size=224,
-    embed_dim=512,
-    batch_size=32,
     iterations=160_000,
-    weight_decay=1e-6,
-    lr_decay_every=50_000,
     ks=(1, 10, 50),
-    seeds=(0, 1, 2),
+    lr_decay_every=50_000,
 )
 
 

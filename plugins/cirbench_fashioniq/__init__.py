@@ -13,7 +13,7 @@ Table 1, REFERENCE.md §5).
 
 from __future__ import annotations
 
-from cirbench import DatasetSpec, Protocol, hookimpl
+from cirbench import DatasetSpec, Protocol, hookimpl, pretrained_preset
 from cirbench_fashioniq.dataset import (
     CATEGORIES,
     FashionIQDataset,
@@ -25,22 +25,13 @@ from cirbench_fashioniq.dataset import (
 __all__ = ["CATEGORIES", "FULL_FASHIONIQ", "FashionIQDataset", "FashionIQJoinedDataset", "FashionIQLayout",
            "join_captions"]
 
-FULL_FASHIONIQ = Protocol(
-    name="full-fashioniq",
-    version=1,
-    description="ComposeAE's FashionIQ schedule: ResNet-18 (ImageNet), 224 px, 100k steps of 32, "
+FULL_FASHIONIQ = pretrained_preset(
+    "full-fashioniq",
+    "ComposeAE's FashionIQ schedule: ResNet-18 (ImageNet), 224 px, 100k steps of 32, "
     "x0.1 every 8k, wd 1e-6; R@10/R@50 per category (SAC Table 1); for a GPU",
-    dataset_scale="full",
-    backbone="resnet18",
-    pretrained=True,
-    image_size=224,
-    embed_dim=512,
-    batch_size=32,
     iterations=100_000,
-    weight_decay=1e-6,
-    lr_decay_every=8_000,
     ks=(10, 50),
-    seeds=(0, 1, 2),
+    lr_decay_every=8_000,
 )
 
 

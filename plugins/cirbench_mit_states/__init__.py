@@ -5,27 +5,19 @@ TIRG's MIT-States schedule (REFERENCE.md §2) with the paper's K values (Table 2
 
 from __future__ import annotations
 
-from cirbench import DatasetSpec, Protocol, hookimpl
+from cirbench import DatasetSpec, Protocol, hookimpl, pretrained_preset
 from cirbench_mit_states.dataset import TEST_NOUNS, MitStatesDataset, MitStatesLayout
 
 __all__ = ["FULL_MIT_STATES", "MitStatesDataset", "MitStatesLayout", "TEST_NOUNS"]
 
-FULL_MIT_STATES = Protocol(
-    name="full-mit-states",
-    version=1,
-    description="TIRG's MIT-States schedule: ResNet-18 (ImageNet), 224 px, 160k steps of 32, "
+FULL_MIT_STATES = pretrained_preset(
+    "full-mit-states",
+    "TIRG's MIT-States schedule: ResNet-18 (ImageNet), 224 px, 160k steps of 32, "
     "x0.1 every 50k, wd 5e-5; R@1/5/10 (TIRG Table 2); for a GPU",
-    dataset_scale="full",
-    backbone="resnet18",
-    pretrained=True,
-    image_size=224,
-    embed_dim=512,
-    batch_size=32,
     iterations=160_000,
-    weight_decay=5e-5,
-    lr_decay_every=50_000,
     ks=(1, 5, 10),
-    seeds=(0, 1, 2),
+    lr_decay_every=50_000,
+    weight_decay=5e-5,
 )
 
 

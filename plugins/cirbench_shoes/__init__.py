@@ -9,27 +9,18 @@ the K values of SAC Table 3 (R@1/10/50, REFERENCE.md §5).
 
 from __future__ import annotations
 
-from cirbench import DatasetSpec, Protocol, hookimpl
+from cirbench import DatasetSpec, Protocol, hookimpl, pretrained_preset
 from cirbench_shoes.dataset import ShoesDataset, ShoesLayout
 
 __all__ = ["FULL_SHOES", "ShoesDataset", "ShoesLayout"]
 
-FULL_SHOES = Protocol(
-    name="full-shoes",
-    version=1,
-    description="Shoes: the FashionIQ schedule (ResNet-18 (ImageNet), 224 px, 100k steps of 32, x0.1 "
+FULL_SHOES = pretrained_preset(
+    "full-shoes",
+    "Shoes: the FashionIQ schedule (ResNet-18 (ImageNet), 224 px, 100k steps of 32, x0.1 "
     "every 8k, wd 1e-6); R@1/10/50 (SAC Table 3); for a GPU",
-    dataset_scale="full",
-    backbone="resnet18",
-    pretrained=True,
-    image_size=224,
-    embed_dim=512,
-    batch_size=32,
     iterations=100_000,
-    weight_decay=1e-6,
-    lr_decay_every=8_000,
     ks=(1, 10, 50),
-    seeds=(0, 1, 2),
+    lr_decay_every=8_000,
 )
 
 

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from cirbench import Composer, ComposerContext, TrainBatch
-from cirbench.encoders import ImageEncoder, LSTMTextEncoder
+from cirbench.encoders import ImageEncoder, LSTMTextEncoder, image_encoder_param_groups
 from cirbench.losses import NormalizationLayer, base_loss
 
 #: TIRG main.py: base learning rate and SGD momentum.
@@ -162,19 +162,7 @@ def tirg_param_groups(
     (text encoder, composition, normaliser) at ``lr``. Otherwise one group ``all`` at ``lr``.
     Only trainable parameters are listed; every one appears in exactly one group.
     """
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if not pretrained:
-        return [{"params": trainable, "lr": lr, "name": "all"}]
-    fc = [p for p in image_encoder.fc.parameters() if p.requires_grad]
-    trunk = [p for p in image_encoder.backbone.parameters() if p.requires_grad]
-    taken = {id(p) for p in fc} | {id(p) for p in trunk}
-    rest = [p for p in trainable if id(p) not in taken]
-    groups = [
-        {"params": fc, "lr": lr, "name": "image_fc"},
-        {"params": trunk, "lr": backbone_lr_mult * lr, "name": "backbone"},
-        {"params": rest, "lr": lr, "name": "rest"},
-    ]
-    return [g for g in groups if g["params"]]
+    return image_encoder_param_groups(model, image_encoder, lr, pretrained, backbone_lr_mult)
 
 
 class _TIRGBase(Composer):
