@@ -77,11 +77,13 @@ def _cmd_list(reg: Registry, args: argparse.Namespace) -> int:
     print("\nComposers")
     print(tabulate(rows("composer", reg.composers,
                         lambda c: c.description + (f" [ablation of {c.ablation_of}]" if c.ablation_of else "")),
-                   headers=["name", "description", "provided by"], tablefmt="simple"))
+                   headers=["name", "description", "provided by"], tablefmt="simple",
+                   maxcolwidths=[None, 80, None]))
     print("\nProtocols")
     print(tabulate(
         [[p.label, p.description, str(reg.provider("protocol", n))] for n, p in sorted(reg.protocols.items())],
-        headers=["name@hash", "description", "provided by"], tablefmt="simple"))
+        headers=["name@hash", "description", "provided by"], tablefmt="simple",
+        maxcolwidths=[None, 80, None]))
     return 0
 
 
