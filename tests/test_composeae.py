@@ -24,6 +24,9 @@ from cirbench import ComposerContext, TrainBatch
 from cirbench.encoders import SentenceEncoder, mean_pool
 from cirbench.losses import batch_classification_loss
 from cirbench.protocol import BUILTIN_PROTOCOLS
+from model_helpers import TEXTS
+from model_helpers import random_batch as _batch
+from model_helpers import randomise_bn as _randomise_bn
 from cirbench_composeae import (
     LOSS_WEIGHTS,
     TEXT_MODEL_ENV,
@@ -48,13 +51,6 @@ from cirbench_composeae.modules import (
 
 SMOKE = next(p for p in BUILTIN_PROTOCOLS if p.name == "smoke")
 PROTOCOL = dataclasses.replace(SMOKE, embed_dim=64, image_size=32, batch_size=4)
-TEXTS = [
-    "add red cube to top-left",
-    "remove blue sphere",
-    "make green cylinder large",
-    "add gray sphere to center",
-    "remove small purple cube",
-]
 UNSEEN = "make the yellow cube small"
 D, T = 64, 24  # module tests: image width (a multiple of 32, so 2d//64 = 2 pool bins), text width
 TINY_HIDDEN = 24
@@ -120,28 +116,6 @@ def _model(tiny_bert, base_loss="soft_triplet", seed=0, **kw) -> ComposeAE:
     if kw.get("text_encoder") == "lstm":
         return ComposeAE(_ctx(base_loss), **kw)
     return ComposeAE(_ctx(base_loss, kw.pop("cache_dir", None)), text_model=tiny_bert, **kw)
-
-
-def _batch(b: int = 4, size: int = 32, seed: int = 0) -> TrainBatch:
-    g = torch.Generator().manual_seed(seed)
-    return TrainBatch(
-        reference_images=torch.randn(b, 3, size, size, generator=g),
-        texts=[TEXTS[i % len(TEXTS)] for i in range(b)],
-        target_images=torch.randn(b, 3, size, size, generator=g),
-        reference_ids=torch.arange(b),
-        target_ids=torch.arange(b, 2 * b),
-    )
-
-
-def _randomise_bn(bn: nn.modules.batchnorm._BatchNorm, seed: int) -> None:
-    """Non-trivial running stats and affine parameters, so eval-mode BN is not the identity."""
-    g = torch.Generator().manual_seed(seed)
-    n = bn.num_features
-    with torch.no_grad():
-        bn.running_mean.copy_(torch.randn(n, generator=g, dtype=torch.float64).to(bn.running_mean))
-        bn.running_var.copy_(torch.rand(n, generator=g, dtype=torch.float64).to(bn.running_var) + 0.5)
-        bn.weight.copy_(torch.randn(n, generator=g, dtype=torch.float64).to(bn.weight))
-        bn.bias.copy_(torch.randn(n, generator=g, dtype=torch.float64).to(bn.bias))
 
 
 def _prepare(module: nn.Module, seed: int = 1) -> nn.Module:

@@ -24,18 +24,14 @@ from cirbench.losses import (
     soft_triplet_loss,
 )
 from cirbench.protocol import BUILTIN_PROTOCOLS
+from model_helpers import TEXTS
+from model_helpers import random_batch as _batch
+from model_helpers import randomise_bn as _randomise_bn
 from cirbench_tirg import TIRG, TIRGLastConv, cirbench_composers, tirg_param_groups
 from cirbench_tirg.models import ConvGatedResidualComposition, GatedResidualComposition
 
 SMOKE = next(p for p in BUILTIN_PROTOCOLS if p.name == "smoke")
 PROTOCOL = dataclasses.replace(SMOKE, embed_dim=16, image_size=32, batch_size=4)
-TEXTS = [
-    "add red cube to top-left",
-    "remove blue sphere",
-    "make green cylinder large",
-    "add gray sphere to center",
-    "remove small purple cube",
-]
 D = 8  # width of the stand-alone composition modules
 
 
@@ -52,29 +48,6 @@ def one_thread():
 
 def _ctx(protocol=PROTOCOL, base_loss="soft_triplet") -> ComposerContext:
     return ComposerContext(protocol=protocol, train_texts=TEXTS, base_loss=base_loss)
-
-
-def _batch(b: int = 4, size: int = 32, seed: int = 0) -> TrainBatch:
-    g = torch.Generator().manual_seed(seed)
-    return TrainBatch(
-        reference_images=torch.randn(b, 3, size, size, generator=g),
-        texts=[TEXTS[i % len(TEXTS)] for i in range(b)],
-        target_images=torch.randn(b, 3, size, size, generator=g),
-        reference_ids=torch.arange(b),
-        target_ids=torch.arange(b, 2 * b),
-    )
-
-
-def _randomise_bn(bn: nn.modules.batchnorm._BatchNorm, seed: int) -> None:
-    """Non-trivial running stats and affine parameters, so eval-mode BN is not the identity."""
-    g = torch.Generator().manual_seed(seed)
-    n = bn.num_features
-    with torch.no_grad():
-        bn.running_mean.copy_(torch.randn(n, generator=g, dtype=torch.float64).to(bn.running_mean))
-        var = torch.rand(n, generator=g, dtype=torch.float64) + 0.5
-        bn.running_var.copy_(var.to(bn.running_var))
-        bn.weight.copy_(torch.randn(n, generator=g, dtype=torch.float64).to(bn.weight))
-        bn.bias.copy_(torch.randn(n, generator=g, dtype=torch.float64).to(bn.bias))
 
 
 def _bn_eval(z: torch.Tensor, bn: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:

@@ -16,7 +16,13 @@
 
 from cirbench.data.contract import Availability, CIRDataset, DatasetSpec, Query, Triplet
 from cirbench.data.decode import ImageTransform, decode_image
-from cirbench.data.errors import AnnotationError, CorruptImageError, DatasetNotAvailable, UnsafePathError
+from cirbench.data.errors import (
+    AnnotationError,
+    CorruptImageError,
+    DatasetNotAvailable,
+    UnsafePathError,
+    read_json,
+)
 from cirbench.data.images import normalize_images
 from cirbench.data.layout import DataLayout, ImageEntry, PublishedCount, Requirement
 from cirbench.data.local import ImageIndex, LocalImageDataset
@@ -25,6 +31,7 @@ from cirbench.data.paths import resolve_under
 
 __all__ = [
     "AnnotationError",
+    "read_json",
     "Availability",
     "CIRDataset",
     "CorruptImageError",

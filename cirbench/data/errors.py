@@ -87,3 +87,15 @@ class AnnotationError(ValueError):
         self.line = line
         where = f"{self.source}:{line}" if line is not None else self.source
         super().__init__(f"{where}: {detail}")
+
+
+def read_json(root: Path | str, rel: str) -> object:
+    """The JSON content of annotation file ``rel`` under ``root``; malformed JSON raises
+    :class:`AnnotationError` naming the file and line."""
+    import json
+
+    try:
+        with open(Path(root) / rel, encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise AnnotationError(rel, f"not valid JSON: {exc.msg}", exc.lineno) from exc

@@ -37,13 +37,12 @@ Images: shorter side resized to the protocol's size, centre crop; loss
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from cirbench import Query, Triplet
-from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement
+from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement, read_json
 from cirbench.data.layout import ImageEntry
 
 URL = "https://github.com/Cuberick-Orion/CIRR"
@@ -58,18 +57,10 @@ def split_file(split: str) -> str:
     return f"cirr/image_splits/split.rc2.{split}.json"
 
 
-def _read_json(root: Path, rel: str) -> object:
-    try:
-        with open(Path(root) / rel, encoding="utf-8") as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise AnnotationError(rel, f"not valid JSON: {exc.msg}", exc.lineno) from exc
-
-
 def read_split(root: Path, split: str) -> dict[str, str]:
     """Image name -> relative path, from ``split.rc2.{split}.json``."""
     rel = split_file(split)
-    data = _read_json(root, rel)
+    data = read_json(root, rel)
     if not isinstance(data, dict):
         raise AnnotationError(rel, f"expected a JSON object (image name -> path), got {type(data).__name__}")
     for name, path in data.items():
@@ -84,7 +75,7 @@ def read_pairs(root: Path, split: str) -> list[dict]:
     ``img_set.members`` a list of names. Raises :class:`AnnotationError` naming the file, the
     entry and the field."""
     rel = captions_file(split)
-    data = _read_json(root, rel)
+    data = read_json(root, rel)
     if not isinstance(data, list):
         raise AnnotationError(rel, f"expected a JSON list of pairs, got {type(data).__name__}")
     out = []

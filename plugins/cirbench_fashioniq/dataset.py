@@ -34,7 +34,6 @@ ComposeAE uses on FashionIQ); loss ``batch_classification`` (REFERENCE.md §3).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Callable
@@ -42,7 +41,7 @@ from typing import Callable
 import numpy as np
 
 from cirbench import Query, Triplet
-from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement
+from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement, read_json
 from cirbench.data.layout import ImageEntry
 
 URL = "https://github.com/XiaoxiaoGuo/fashion-iq"
@@ -69,19 +68,11 @@ def split_file(category: str, split: str) -> str:
     return f"image_splits/split.{category}.{split}.json"
 
 
-def _read_json(root: Path, rel: str) -> object:
-    try:
-        with open(Path(root) / rel, encoding="utf-8") as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise AnnotationError(rel, f"not valid JSON: {exc.msg}", exc.lineno) from exc
-
-
 def read_pairs(root: Path, category: str, split: str) -> list[tuple[str, str, list[str]]]:
     """``(candidate, target, captions)`` of every entry of ``cap.{category}.{split}.json``;
     raises :class:`AnnotationError` naming the file, the entry and the field for bad content."""
     rel = captions_file(category, split)
-    data = _read_json(root, rel)
+    data = read_json(root, rel)
     if not isinstance(data, list):
         raise AnnotationError(rel, f"expected a JSON list of pairs, got {type(data).__name__}")
     out = []
@@ -101,7 +92,7 @@ def read_pairs(root: Path, category: str, split: str) -> list[tuple[str, str, li
 def read_split(root: Path, category: str, split: str) -> list[str]:
     """The asins of ``split.{category}.{split}.json``."""
     rel = split_file(category, split)
-    data = _read_json(root, rel)
+    data = read_json(root, rel)
     if not isinstance(data, list) or not all(isinstance(a, str) and a.strip() for a in data):
         raise AnnotationError(rel, "expected a JSON list of asins (non-empty strings)")
     return [a.strip() for a in data]

@@ -28,14 +28,13 @@ Images: shorter side resized to the protocol's size, centre crop; loss
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
 from cirbench import Query, Triplet
-from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement
+from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement, read_json
 from cirbench.data.layout import ImageEntry
 
 URL = ("https://github.com/XiaoxiaoGuo/fashion-retrieval/tree/master/dataset (images: the Attribute "
@@ -50,11 +49,7 @@ FIELDS = ("ReferenceImageName", "ImageName", "RelativeCaption")
 def read_captions(root: Path) -> list[tuple[str, str, str]]:
     """``(reference, target, caption)`` of every entry of the captions file; raises
     :class:`AnnotationError` naming the file, the entry and the field for bad content."""
-    try:
-        with open(Path(root) / CAPTIONS, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise AnnotationError(CAPTIONS, f"not valid JSON: {exc.msg}", exc.lineno) from exc
+    data = read_json(root, CAPTIONS)
     if not isinstance(data, list):
         raise AnnotationError(CAPTIONS, f"expected a JSON list, got {type(data).__name__}")
     out = []
