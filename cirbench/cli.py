@@ -63,6 +63,21 @@ def _split_available(reg: Registry, names: list[str], data: DataLocations,
     return ok, skipped
 
 
+def _device_and_threads(args: argparse.Namespace):
+    """The torch device of ``--device`` (default: CUDA when present) after applying
+    ``--threads``."""
+    import torch
+
+    from cirbench.provenance import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return resolve_device(args.device)
+    except (ValueError, RuntimeError) as exc:
+        raise CliError(str(exc)) from exc
+
+
 def _cmd_list(reg: Registry, args: argparse.Namespace) -> int:
     def rows(kind: str, table: dict, describe) -> list[list[str]]:
         return [[name, describe(item), str(reg.provider(kind, name))] for name, item in sorted(table.items())]
@@ -100,9 +115,6 @@ def _names(reg: Registry, kind: str, given: list[str] | None, all_: bool,
 
 
 def _cmd_run(reg: Registry, args: argparse.Namespace) -> int:
-    import torch
-
-    from cirbench.provenance import resolve_device
     from cirbench.runner import Runner, RunOptions
 
     protocol = reg.protocol(args.protocol)
@@ -113,12 +125,7 @@ def _cmd_run(reg: Registry, args: argparse.Namespace) -> int:
         print(f"skipped dataset {name}: not found ({reason})")
     composers = _names(reg, "composer", args.composer, args.all, ablations=args.ablations)
     seeds = args.seed if args.seed else list(protocol.seeds)
-    try:
-        device = resolve_device(args.device)
-    except (ValueError, RuntimeError) as exc:
-        raise CliError(str(exc)) from exc
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = _device_and_threads(args)
     runner = Runner(reg, RunOptions(
         results=Path(args.results), cache_dir=Path(args.cache_dir), device=device, force=args.force,
         checkpoint_every=args.checkpoint_every, data=data, save_model=args.save_model,
@@ -167,11 +174,8 @@ def _cmd_run(reg: Registry, args: argparse.Namespace) -> int:
 def _cmd_attention(reg: Registry, args: argparse.Namespace) -> int:
     import pickle
 
-    import torch
-
     from cirbench.attention import load_saved_model, write_attention_report
     from cirbench.composer import supports_attention_maps
-    from cirbench.provenance import resolve_device
     from cirbench.results import RunKey
     from cirbench.runner import Runner, RunOptions
     from cirbench.train import seed_everything
@@ -182,12 +186,7 @@ def _cmd_attention(reg: Registry, args: argparse.Namespace) -> int:
     data = _data_locations(args)
     _split_available(reg, [args.dataset], data, explicit=True)
     seed = args.seed if args.seed is not None else protocol.seeds[0]
-    try:
-        device = resolve_device(args.device)
-    except (ValueError, RuntimeError) as exc:
-        raise CliError(str(exc)) from exc
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = _device_and_threads(args)
     runner = Runner(reg, RunOptions(results=Path(args.results), cache_dir=Path(args.cache_dir),
                                     device=device, data=data))
     key = RunKey(protocol, args.dataset, args.composer, seed)
