@@ -19,7 +19,7 @@ import torch
 
 import cirbench
 from cirbench.composer import ComposerContext
-from cirbench.data.contract import CIRDataset
+from cirbench.data.contract import CIRDataset, DatasetTypeError
 from cirbench.data.locations import DataLocations
 from cirbench.evaluate import NonFiniteEmbeddingError, evaluate
 from cirbench.plugins import Registry
@@ -75,12 +75,10 @@ class Runner:
         key = (protocol.hash, name)
         if key not in self._datasets:
             spec = self.registry.dataset(name)
-            ds = spec.create(protocol, self.options.cache_dir, self.options.data)
-            if not isinstance(ds, CIRDataset):
-                raise TypeError(
-                    f"dataset {name!r} from {self.registry.provider('dataset', name)}: "
-                    f"build returned {type(ds).__name__}, expected a cirbench.CIRDataset"
-                )
+            try:
+                ds = spec.create(protocol, self.options.cache_dir, self.options.data)
+            except DatasetTypeError as exc:
+                raise DatasetTypeError(f"{exc} ({self.registry.provider('dataset', name)})") from exc
             self._datasets[key] = ds
         return self._datasets[key]
 

@@ -302,6 +302,17 @@ def test_build_returning_something_else_fails_every_check():
         assert r.status == "failed" and "expected a cirbench.Composer" in r.message
 
 
+def test_dataset_build_returning_something_else_fails_its_checks(tmp_path):
+    from cirbench.data.contract import DatasetTypeError
+
+    spec = DatasetSpec("not-a-dataset", lambda protocol, cache_dir: {"images": []})
+    with pytest.raises(DatasetTypeError, match="dataset 'not-a-dataset': build returned dict"):
+        spec.create(CONTEXT.protocol, tmp_path)
+    results = run_checks("dataset", spec, context=CONTEXT)
+    assert results and all(r.status == "failed" and "expected a cirbench.CIRDataset" in r.message
+                           for r in results)
+
+
 def test_cuda_check_skips_with_reason_without_cuda():
     r = run_check("composer", ComposerSpec("fine", PixelMean), "check_cuda", CONTEXT)
     if torch.cuda.is_available():

@@ -22,6 +22,7 @@ from cirbench.data.errors import (
     DatasetNotAvailable,
     UnsafePathError,
     read_json,
+    read_json_records,
 )
 from cirbench.data.images import normalize_images
 from cirbench.data.layout import DataLayout, ImageEntry, PublishedCount, Requirement
@@ -32,6 +33,7 @@ from cirbench.data.paths import resolve_under
 __all__ = [
     "AnnotationError",
     "read_json",
+    "read_json_records",
     "Availability",
     "CIRDataset",
     "CorruptImageError",

@@ -121,6 +121,10 @@ class CIRDataset(abc.ABC):
         }
 
 
+class DatasetTypeError(TypeError):
+    """A dataset plugin's ``build`` returned something other than a :class:`CIRDataset`."""
+
+
 @dataclass(frozen=True)
 class Availability:
     """Whether a dataset can be built here: ``ok``, and in words where it is or why not."""
@@ -179,9 +183,16 @@ class DatasetSpec:
     ) -> CIRDataset:
         """Build the dataset: ``build(protocol, cache_dir)`` for an embedded one; for a local
         one, find its folder under ``data``, check it (raising
-        :class:`~cirbench.data.errors.DatasetNotAvailable`) and ``build(protocol, cache_dir, root)``."""
+        :class:`~cirbench.data.errors.DatasetNotAvailable`) and ``build(protocol, cache_dir, root)``.
+        A build that returns anything but a :class:`CIRDataset` raises :class:`DatasetTypeError`."""
         if self.layout is None:
-            return self.build(protocol, cache_dir)
-        root = self.root(data)
-        self.layout.check(self.name, root, data)
-        return self.build(protocol, cache_dir, root)
+            ds = self.build(protocol, cache_dir)
+        else:
+            root = self.root(data)
+            self.layout.check(self.name, root, data)
+            ds = self.build(protocol, cache_dir, root)
+        if not isinstance(ds, CIRDataset):
+            raise DatasetTypeError(
+                f"dataset {self.name!r}: build returned {type(ds).__name__}, expected a cirbench.CIRDataset"
+            )
+        return ds

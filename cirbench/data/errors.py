@@ -99,3 +99,16 @@ def read_json(root: Path | str, rel: str) -> object:
             return json.load(fh)
     except json.JSONDecodeError as exc:
         raise AnnotationError(rel, f"not valid JSON: {exc.msg}", exc.lineno) from exc
+
+
+def read_json_records(root: Path | str, rel: str) -> list[dict]:
+    """Annotation file ``rel`` as a JSON list of objects (the form of FashionIQ's, Shoes' and
+    CIRR's caption files); anything else raises :class:`AnnotationError` naming the file and
+    the first bad entry."""
+    data = read_json(root, rel)
+    if not isinstance(data, list):
+        raise AnnotationError(rel, f"expected a JSON list of pairs, got {type(data).__name__}")
+    for n, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise AnnotationError(rel, f"entry {n}: expected an object, got {type(item).__name__}")
+    return data

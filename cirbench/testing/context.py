@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from cirbench.composer import Composer, ComposerContext, ComposerSpec, TrainBatch
-from cirbench.data.contract import CIRDataset, DatasetSpec
+from cirbench.data.contract import CIRDataset, DatasetSpec, DatasetTypeError
 from cirbench.data.images import normalize_images
 from cirbench.data.errors import DatasetNotAvailable
 from cirbench.data.locations import DataLocations
@@ -127,11 +127,8 @@ class CheckContext:
             except DatasetNotAvailable as exc:  # a local dataset that is not here: nothing to check
                 raise SkipCheck(f"dataset {spec.name!r} is not available here ({exc.reason}); "
                                 "point --data-root or --data at a copy to check it") from exc
-            if not isinstance(ds, CIRDataset):
-                raise CheckFailed(
-                    f"dataset {spec.name!r}: build(protocol, cache_dir) returned "
-                    f"{type(ds).__name__}, expected a cirbench.CIRDataset"
-                )
+            except DatasetTypeError as exc:
+                raise CheckFailed(str(exc)) from exc
             self._datasets[spec] = ds
         return self._datasets[spec]
 

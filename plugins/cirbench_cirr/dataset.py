@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from cirbench import Query, Triplet
-from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement, read_json
+from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement, read_json, read_json_records
 from cirbench.data.layout import ImageEntry
 
 URL = "https://github.com/Cuberick-Orion/CIRR"
@@ -75,13 +75,8 @@ def read_pairs(root: Path, split: str) -> list[dict]:
     ``img_set.members`` a list of names. Raises :class:`AnnotationError` naming the file, the
     entry and the field."""
     rel = captions_file(split)
-    data = read_json(root, rel)
-    if not isinstance(data, list):
-        raise AnnotationError(rel, f"expected a JSON list of pairs, got {type(data).__name__}")
     out = []
-    for n, item in enumerate(data):
-        if not isinstance(item, dict):
-            raise AnnotationError(rel, f"entry {n}: expected an object, got {type(item).__name__}")
+    for n, item in enumerate(read_json_records(root, rel)):
         where = f"entry {n} (pairid {item.get('pairid', '?')})"
         for key in ("reference", "target_hard", "caption"):
             if not isinstance(item.get(key), str) or not item[key].strip():

@@ -41,7 +41,7 @@ from typing import Callable
 import numpy as np
 
 from cirbench import Query, Triplet
-from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement, read_json
+from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement, read_json, read_json_records
 from cirbench.data.layout import ImageEntry
 
 URL = "https://github.com/XiaoxiaoGuo/fashion-iq"
@@ -72,13 +72,8 @@ def read_pairs(root: Path, category: str, split: str) -> list[tuple[str, str, li
     """``(candidate, target, captions)`` of every entry of ``cap.{category}.{split}.json``;
     raises :class:`AnnotationError` naming the file, the entry and the field for bad content."""
     rel = captions_file(category, split)
-    data = read_json(root, rel)
-    if not isinstance(data, list):
-        raise AnnotationError(rel, f"expected a JSON list of pairs, got {type(data).__name__}")
     out = []
-    for n, item in enumerate(data):
-        if not isinstance(item, dict):
-            raise AnnotationError(rel, f"entry {n}: expected an object, got {type(item).__name__}")
+    for n, item in enumerate(read_json_records(root, rel)):
         for key in ("candidate", "target"):
             if not isinstance(item.get(key), str) or not item[key].strip():
                 raise AnnotationError(rel, f"entry {n}: field {key!r} missing or not a non-empty string")

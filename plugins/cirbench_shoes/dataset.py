@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from cirbench import Query, Triplet
-from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement, read_json
+from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement, read_json_records
 from cirbench.data.layout import ImageEntry
 
 URL = ("https://github.com/XiaoxiaoGuo/fashion-retrieval/tree/master/dataset (images: the Attribute "
@@ -49,13 +49,8 @@ FIELDS = ("ReferenceImageName", "ImageName", "RelativeCaption")
 def read_captions(root: Path) -> list[tuple[str, str, str]]:
     """``(reference, target, caption)`` of every entry of the captions file; raises
     :class:`AnnotationError` naming the file, the entry and the field for bad content."""
-    data = read_json(root, CAPTIONS)
-    if not isinstance(data, list):
-        raise AnnotationError(CAPTIONS, f"expected a JSON list, got {type(data).__name__}")
     out = []
-    for n, item in enumerate(data):
-        if not isinstance(item, dict):
-            raise AnnotationError(CAPTIONS, f"entry {n}: expected an object, got {type(item).__name__}")
+    for n, item in enumerate(read_json_records(root, CAPTIONS)):
         for key in FIELDS:
             if not isinstance(item.get(key), str) or not item[key].strip():
                 raise AnnotationError(CAPTIONS, f"entry {n}: field {key!r} missing or not a non-empty string")
