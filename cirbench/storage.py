@@ -1,6 +1,9 @@
 """Atomic file writes: write a temporary file beside the target, fsync, then rename.
 
 A reader never sees a half-written file, and a crash mid-write leaves the old file intact.
+Files get the permissions an ordinary ``open()`` would give them (``0o666`` less the user's
+umask), not the ``0o600`` of a temporary file, so a results folder shared by a group stays
+readable by it.
 """
 
 from __future__ import annotations
@@ -10,6 +13,25 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+
+def current_umask() -> int:
+    """The process's umask (read without changing it, where ``/proc`` allows)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no /proc: read it by setting it, and put it back at once
+    os.umask(mask)
+    return mask
+
+
+def default_mode(directory: bool = False) -> int:
+    """The mode ``open()`` (``0o666``) or ``mkdir()`` (``0o777``) would give under the umask."""
+    return (0o777 if directory else 0o666) & ~current_umask()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -22,6 +44,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     except BaseException:
         try:
