@@ -52,3 +52,7 @@ def test_main_job_leaves_a_clean_checkout(tmp_path):
     status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=clone,
                             capture_output=True, text=True, check=True).stdout
     assert status == "", f"the main job left the checkout dirty:\n{status}"
+    # tox itself writes a `.venv` file and `.tox/` beside tox.ini: both must be ignored.
+    for name in (".venv", ".tox/cirbench/bin/python"):
+        ignored = subprocess.run(["git", "check-ignore", "--quiet", "--no-index", name], cwd=clone)
+        assert ignored.returncode == 0, f"git does not ignore {name}, which tox writes"
