@@ -18,6 +18,7 @@ from cirbench.data.errors import DatasetNotAvailable
 from cirbench.data.locations import DataLocations
 from cirbench.plugins import PluginError, Registry, UnknownNameError, load_registry
 from cirbench.protocol import DEFAULT_PROTOCOL
+from cirbench.train import CHECKPOINT_SECONDS
 
 
 def default_cache_dir() -> Path:
@@ -30,6 +31,34 @@ def default_cache_dir() -> Path:
 
 class CliError(Exception):
     """A user error: printed without a traceback, exit status 2."""
+
+
+def int_at_least(low: int):
+    """An argparse ``type``: an integer >= ``low`` (anything else is refused by the parser,
+    exit 2, before any work is done)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"  # argparse names the type in its messages
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
 
 
 def _data_locations(args: argparse.Namespace) -> DataLocations:
@@ -128,7 +157,7 @@ def _cmd_run(reg: Registry, args: argparse.Namespace) -> int:
     device = _device_and_threads(args)
     runner = Runner(reg, RunOptions(
         results=Path(args.results), cache_dir=Path(args.cache_dir), device=device, force=args.force,
-        checkpoint_every=args.checkpoint_every, data=data, save_model=args.save_model,
+        checkpoint_every=args.checkpoint_every, checkpoint_seconds=60 * args.checkpoint_minutes, data=data, save_model=args.save_model,
     ))
     total = len(datasets) * len(composers) * len(seeds)
     print(f"protocol {protocol.label} · {len(datasets)} dataset(s) × {len(composers)} composer(s) "
@@ -402,8 +431,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
     p.add_argument("--force", action="store_true", help="redo runs whose result exists")
     p.add_argument("--dry-run", action="store_true", help="print the runs the command would do, run none")
-    p.add_argument("--checkpoint-every", type=int, default=500, metavar="STEPS",
-                   help="save a resumable checkpoint every so many steps (default: 500)")
+    p.add_argument("--checkpoint-every", type=int_at_least(1), default=None, metavar="STEPS",
+                   help="save a resumable checkpoint every so many steps (default: a tenth of the "
+                   "protocol's budget, so every protocol's runs resume)")
+    p.add_argument("--checkpoint-minutes", type=positive_float, default=CHECKPOINT_SECONDS / 60,
+                   metavar="M", help="also save one whenever M minutes have passed since the last "
+                   "(default: %(default)g)")
     p.add_argument("--save-model", action="store_true",
                    help="keep each run's trained state_dict beside its result (seed<N>.model.pt; "
                    "large); a finished run without one is run again")
