@@ -72,6 +72,17 @@ def _data_locations(args: argparse.Namespace) -> DataLocations:
     if unknown:
         raise CliError(f"--data {unknown[0]}=...: unknown dataset {unknown[0]!r}; valid datasets: "
                        f"{', '.join(sorted(reg_names))}")
+    for name, path in data.overrides.items():
+        if not path.is_dir():
+            raise CliError(f"--data {name}={path}: {'not a folder' if path.exists() else 'no such folder'}")
+    if data.root is not None and not data.root.is_dir():
+        raise CliError(f"--data-root {data.root}: {'not a folder' if data.root.exists() else 'no such folder'} "
+                       "(it should hold one sub-folder per dataset, e.g. fashion200k/, cirr/)")
+    folders = getattr(args, "_dataset_folders", None)
+    if folders and data.data_root.is_dir() and not any((data.data_root / f).exists() for f in folders):
+        origin = "--data-root" if data.root is not None else "the data root"
+        print(f"cirbench: warning: {origin} {data.data_root} holds none of the dataset folders "
+              f"cirbench looks for there: {', '.join(sorted(folders))}", file=sys.stderr)
     return data
 
 
@@ -228,8 +239,6 @@ def _cmd_attention(reg: Registry, args: argparse.Namespace) -> int:
                            f"test queries under protocol {protocol.label} (0..{n - 1})")
         indices = list(dict.fromkeys(args.query_index))
     else:
-        if args.queries < 1:
-            raise CliError(f"--queries {args.queries}: give at least 1")
         indices = list(range(min(args.queries, n)))
     seed_everything(seed)
     composer = runner.build_composer(key, dataset)
@@ -422,13 +431,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", action="append", metavar="NAME", help="a dataset (repeatable)")
     p.add_argument("--protocol", default=DEFAULT_PROTOCOL, metavar="NAME",
                    help=f"protocol preset (default: {DEFAULT_PROTOCOL})")
-    p.add_argument("--seed", type=int, action="append", metavar="N",
+    p.add_argument("--seed", type=int_at_least(0), action="append", metavar="N",
                    help="seed (repeatable; default: the protocol's seeds)")
     p.add_argument("--results", default="results", metavar="DIR", help="results folder (default: results)")
     p.add_argument("--cache-dir", default=str(default_cache_dir()), metavar="DIR",
                    help="where datasets keep generated or decoded data (default: %(default)s)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
+    p.add_argument("--threads", type=int_at_least(1), default=None, metavar="N", help="torch CPU threads")
     p.add_argument("--force", action="store_true", help="redo runs whose result exists")
     p.add_argument("--dry-run", action="store_true", help="print the runs the command would do, run none")
     p.add_argument("--checkpoint-every", type=int_at_least(1), default=None, metavar="STEPS",
@@ -449,19 +458,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, metavar="NAME", help="the dataset it was run on")
     p.add_argument("--protocol", default=DEFAULT_PROTOCOL, metavar="NAME",
                    help=f"protocol of the run (default: {DEFAULT_PROTOCOL})")
-    p.add_argument("--seed", type=int, default=None, metavar="N",
+    p.add_argument("--seed", type=int_at_least(0), default=None, metavar="N",
                    help="seed of the run (default: the protocol's first seed)")
     p.add_argument("--results", default="results", metavar="DIR", help="results folder (default: results)")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--queries", type=int, default=8, metavar="N",
+    which.add_argument("--queries", type=int_at_least(1), default=8, metavar="N",
                        help="the first N test queries (default: 8)")
-    which.add_argument("--query-index", type=int, nargs="+", metavar="I",
+    which.add_argument("--query-index", type=int_at_least(0), nargs="+", metavar="I",
                        help="these test queries (0-based indices into the dataset's test queries)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the PNGs and index.md")
     p.add_argument("--cache-dir", default=str(default_cache_dir()), metavar="DIR",
                    help="where datasets keep generated or decoded data (default: %(default)s)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
+    p.add_argument("--threads", type=int_at_least(1), default=None, metavar="N", help="torch CPU threads")
     _add_data_options(p)
     p.set_defaults(func=_cmd_attention)
 
@@ -479,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "and batches of 4)")
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="where datasets keep generated or decoded data (default: a temporary folder)")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
+    p.add_argument("--threads", type=int_at_least(1), default=None, metavar="N",
                    help="torch CPU threads (1 is fastest for these tiny models on a busy machine)")
     _add_data_options(p)
     p.set_defaults(func=_cmd_check)
@@ -489,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = data_sub.add_parser("verify", help="check a local dataset: required files, every image "
                             "decodable, counts against the published ones; exit 1 on problems")
     q.add_argument("name", metavar="NAME", help="a dataset read from a local folder")
-    q.add_argument("--workers", type=int, default=4, metavar="N", help="decoding threads (default: 4)")
+    q.add_argument("--workers", type=int_at_least(1), default=4, metavar="N", help="decoding threads (default: 4)")
     _add_data_options(q)
     q.set_defaults(func=_cmd_data_verify)
     q = data_sub.add_parser("cache", help="the decoded-image cache")
@@ -513,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         reg = load_registry()
         args._dataset_names = sorted(reg.datasets)
+        args._dataset_folders = sorted({d.layout.folder or n for n, d in reg.datasets.items() if d.layout})
         return args.func(reg, args)
     except (PluginError, UnknownNameError, CliError, DatasetNotAvailable) as exc:
         print(f"cirbench: error: {exc}", file=sys.stderr)
