@@ -10,13 +10,15 @@ the same rules and every error names the file:
   :class:`~cirbench.data.errors.AnnotationError` naming the file, the line, the column, the
   offset of the byte in the file, the offending bytes in hex and the line around them
   (``labels/dress_train_detect_all.txt:17: not valid UTF-8: byte 0xe9 at column 23 (file
-  offset 1234): '...caf\\xe9 noire...'``). Decoding with replacement characters would merge
-  two different captions into one label;
+  offset 1234) in 'women/...jpeg\\t0.1\\tcaf\\xe9 lace dress'``). Decoding with
+  replacement characters would merge two different captions into one label;
 * a NUL character is refused too (the sign of a UTF-16 file without its mark, or of a
   binary file), naming the file, line and column;
 * JSON: a syntax error names the file, line and column; a string holding an unpaired
   surrogate (an undecodable byte escaped by the tool that wrote the file, ``"\\udce9"``) or a
-  NUL is refused naming the file and the JSON path of the string (``[12].captions[1]``).
+  NUL is refused naming the file and the JSON path of the string (``[12].captions[1]``);
+* a file or folder name a loader reads as a label (MIT-States' ``<adj> <noun>`` folders)
+  must be UTF-8 as well (:func:`check_name`).
 
 Paths: ``rel`` is relative to the dataset folder ``root`` and is what messages name.
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 import re
 from pathlib import Path
 
@@ -66,7 +69,7 @@ def _decode(data: bytes, rel: str) -> str:
         what = "byte" if len(bad) == 1 else "bytes"
         head = before[len(before) - column + 1:][-_CONTEXT:]
         tail = _LINE_BREAK.split(body[exc.end:].decode(codec, "backslashreplace"), maxsplit=1)[0][:_CONTEXT]
-        shown = head + "".join(f"\\x{b:02x}" for b in bad) + tail
+        shown = (head + "".join(f"\\x{b:02x}" for b in bad) + tail).replace("\t", "\\t")
         name = {"utf-8": "UTF-8"}.get(codec, codec.upper())
         raise AnnotationError(
             rel, f"not valid {name}: {what} {' '.join(f'0x{b:02x}' for b in bad)} at column {column} "
@@ -105,6 +108,19 @@ def read_tsv(root: Path | str, rel: str) -> list[tuple[int, list[str]]]:
     is what lies between two tabs, unquoted and unstripped (the published files quote
     nothing). Errors as :func:`read_text`."""
     return [(n, line.split("\t")) for n, line in enumerate(read_lines(root, rel), 1) if line.strip()]
+
+
+def check_name(name: str, source: str) -> str:
+    """``name``, a file or folder name as :func:`os.listdir` gives it, when its bytes are
+    valid UTF-8 (a loader that takes labels from folder names reads them by the rules of
+    the annotation files). Raises :class:`AnnotationError` naming ``source`` and the
+    offending bytes otherwise (Python decodes such a name with ``surrogateescape``)."""
+    bad = [ord(ch) - 0xDC00 for ch in name if "\udc80" <= ch <= "\udcff"]
+    if bad:
+        shown = os.fsencode(name).decode("utf-8", "backslashreplace")
+        raise AnnotationError(source, f"the name '{shown}' is not valid UTF-8 (byte {' '.join(f'0x{b:02x}' for b in bad)}); "
+                              "rename it in UTF-8")
+    return name
 
 
 def json_path(*parts: int | str) -> str:

@@ -9,14 +9,15 @@ decoded-image cache, ``data verify`` and every run) goes through it. The rules:
 * ``LA``, ``La``, ``PA``, ``RGBA``, ``RGBa`` and any image with a transparency key (PNG
   ``tRNS``): composited over white, ``round((c * a + 255 * (255 - a)) / 255)``;
 * ``CMYK``: Pillow's conversion, ``R = (255 - C) * (255 - K) / 255`` (likewise G, B);
-  ``YCbCr``: Pillow's JFIF conversion. Embedded ICC profiles are not applied (for any mode);
+  ``YCbCr``: Pillow's JFIF conversion; ``LAB``: Pillow's colour-managed conversion (LittleCMS,
+  CIE L*a*b* to sRGB). Embedded ICC profiles are not applied (for any mode);
 * ``I;16``, ``I;16L``, ``I;16B``, ``I;16N`` (16-bit grey, e.g. 16-bit PNG): ``v`` -> ``round(v /
   257)``, which maps 0..65535 onto 0..255 and gives back exactly an 8-bit value ``k`` stored
   as ``257 * k``; ``I`` (32-bit integers: 16-bit PGM, 32-bit TIFF) on the same 16-bit scale
   when every value lies in 0..65535, else refused; ``F`` (32-bit float TIFF):
   ``round(255 * v)`` when every value lies in [0, 1], else refused;
-* any other mode (``LAB``, ``HSV``, ...) is refused: :class:`UnsupportedImageModeError`
-  names the file and the mode;
+* any other mode (``HSV``, which no file format stores) is refused:
+  :class:`UnsupportedImageModeError` names the file and the mode;
 * a file of several frames (animated GIF, multi-page TIFF) gives its first frame.
 
 :data:`DECODE_RULES` numbers these rules; it is part of :attr:`ImageTransform.key`, so cached
@@ -50,7 +51,7 @@ DECODE_RULES = 2
 """Version of the rules of :func:`display_rgb` (1: Pillow's ``convert("RGB")``, which clips
 16-bit grey to white). Bump it when a file would decode to other pixels."""
 
-_AS_DISPLAYED = ("1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr")
+_AS_DISPLAYED = ("1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "LAB")
 _WITH_ALPHA = ("LA", "La", "PA", "RGBA", "RGBa")
 _GREY16 = ("I;16", "I;16L", "I;16B", "I;16N")
 
@@ -92,12 +93,14 @@ def display_rgb(img: Image.Image, source: Path | str = "<image>") -> Image.Image
     if mode == "F":
         v = np.asarray(img, dtype=np.float64)
         if v.size and not (np.isfinite(v).all() and v.min() >= 0.0 and v.max() <= 1.0):
+            found = f"values in [{v.min()}, {v.max()}]" if np.isfinite(v).all() else "values that are not finite"
             raise UnsupportedImageModeError(
-                source, mode, f"values in [{np.nanmin(v)}, {np.nanmax(v)}] (or not finite); cirbench "
-                "reads floating-point images with values in [0, 1] only")
+                source, mode, f"{found}; cirbench reads floating-point images with values in [0, 1] only")
         grey = np.floor(v * 255.0 + 0.5).astype(np.uint8)
         return Image.fromarray(np.repeat(grey[..., None], 3, axis=2), "RGB")
     if mode in _WITH_ALPHA or (mode in _AS_DISPLAYED and img.has_transparency_data):
+        if mode == "La":  # Pillow converts premultiplied grey to RGBA only through LA
+            img = img.convert("LA")
         return Image.fromarray(_over_white(np.asarray(img.convert("RGBA"))), "RGB")
     if mode in _AS_DISPLAYED:
         return img.convert("RGB")
