@@ -9,9 +9,9 @@ the same rules and every error names the file:
 * nothing is replaced or guessed: a byte sequence that is not valid UTF-8 raises
   :class:`~cirbench.data.errors.AnnotationError` naming the file, the line, the column, the
   offset of the byte in the file, the offending bytes in hex and the line around them
-  (``labels/dress_train_detect_all.txt:17: not valid UTF-8: byte 0xe9 at column 23 (file
-  offset 1234) in 'women/...jpeg\\t0.1\\tcaf\\xe9 lace dress'``). Decoding with
-  replacement characters would merge two different captions into one label;
+  (``labels/dress_test_detect_all.txt:3: not valid UTF-8: byte 0xe9 at column 61 (file
+  offset 208) in '...resses/201/201_0.jpeg\\t0.10\\tcaf\\xe9 lace dress'``). Decoding
+  with replacement characters would merge two different captions into one label;
 * a NUL character is refused too (the sign of a UTF-16 file without its mark, or of a
   binary file), naming the file, line and column;
 * JSON: a syntax error names the file, line and column; a string holding an unpaired
@@ -67,8 +67,10 @@ def _decode(data: bytes, rel: str) -> str:
         line, column = _where(before)
         bad = body[exc.start:exc.end]
         what = "byte" if len(bad) == 1 else "bytes"
-        head = before[len(before) - column + 1:][-_CONTEXT:]
-        tail = _LINE_BREAK.split(body[exc.end:].decode(codec, "backslashreplace"), maxsplit=1)[0][:_CONTEXT]
+        head = before[len(before) - column + 1:]
+        head = "..." + head[-_CONTEXT:] if len(head) > _CONTEXT else head
+        tail = _LINE_BREAK.split(body[exc.end:].decode(codec, "backslashreplace"), maxsplit=1)[0]
+        tail = tail[:_CONTEXT] + "..." if len(tail) > _CONTEXT else tail
         shown = (head + "".join(f"\\x{b:02x}" for b in bad) + tail).replace("\t", "\\t")
         name = {"utf-8": "UTF-8"}.get(codec, codec.upper())
         raise AnnotationError(
