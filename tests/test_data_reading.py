@@ -296,9 +296,17 @@ def test_multi_frame_gif_gives_its_first_frame(tmp_path):
     assert pixel(path) == (30, 30, 30)
 
 
-def test_decode_rules_are_in_the_cache_key():
-    # a cache made under the old rules (16-bit grey clipped to white) must not be reused
-    assert ImageTransform(224, "center_crop").key == "center_crop224-d2"
+def test_a_change_of_decode_rules_gets_a_new_cache(tmp_path, monkeypatch):
+    """A cache made under other rules (the old ones clipped 16-bit grey to white) is not reused."""
+    from cirbench.data import decode
+    from cirbench.data.image_cache import ArrowImageCache
+
+    files = [saved(Image.fromarray(np.full((4, 4), 5000, np.uint16)), tmp_path / "dark16.png")]
+    now = ArrowImageCache(tmp_path / "c", "toy", 1, ImageTransform(4), ["dark16.png"], files)
+    assert now.images([0]).max() == 19 and now.ready() and now.folder.name.startswith("toy-v1-center_crop4-d2-")
+    monkeypatch.setattr(decode, "DECODE_RULES", 3)
+    later = ArrowImageCache(tmp_path / "c", "toy", 1, ImageTransform(4), ["dark16.png"], files)
+    assert later.folder != now.folder and not later.ready()
 
 
 @settings(max_examples=200, deadline=None)
