@@ -16,7 +16,15 @@
   :mod:`~cirbench.data.image_cache`, :mod:`~cirbench.data.verify`.
 """
 
-from cirbench.data.annotations import check_name, json_path, read_json, read_json_records, read_lines, read_text, read_tsv
+from cirbench.data.annotations import (
+    check_name,
+    json_path,
+    read_json,
+    read_json_records,
+    read_lines,
+    read_text,
+    read_tsv,
+)
 from cirbench.data.contract import Availability, CIRDataset, DatasetSpec, Query, Triplet
 from cirbench.data.decode import ImageTransform, decode_image, display_rgb
 from cirbench.data.errors import (

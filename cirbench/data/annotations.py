@@ -120,8 +120,8 @@ def check_name(name: str, source: str) -> str:
     bad = [ord(ch) - 0xDC00 for ch in name if "\udc80" <= ch <= "\udcff"]
     if bad:
         shown = os.fsencode(name).decode("utf-8", "backslashreplace")
-        raise AnnotationError(source, f"the name '{shown}' is not valid UTF-8 (byte {' '.join(f'0x{b:02x}' for b in bad)}); "
-                              "rename it in UTF-8")
+        hexes = " ".join(f"0x{b:02x}" for b in bad)
+        raise AnnotationError(source, f"the name '{shown}' is not valid UTF-8 (byte {hexes}); rename it in UTF-8")
     return name
 
 
