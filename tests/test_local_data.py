@@ -240,7 +240,7 @@ def test_cache_decodes_once_then_reuses(data_root, tmp_path, monkeypatch):
     build("mit-states", data_root, cache, size=32).images([0])
     assert len(opened) == 2 * ds.num_images + 1  # + the direct decode above
     entries = cache_entries(cache)
-    assert sorted(e.transform for e in entries) == ["center_crop32", "center_crop64"]
+    assert sorted(e.transform for e in entries) == ["center_crop32-d2", "center_crop64-d2"]
     assert all(e.dataset == "mit-states" and e.complete and e.num_images == ds.num_images for e in entries)
 
 

@@ -9,20 +9,30 @@
 * :mod:`~cirbench.data.locations`: :class:`DataLocations` (``--data-root``,
   ``$CIRBENCH_DATA``, per-dataset overrides);
 * :mod:`~cirbench.data.errors`: :class:`DatasetNotAvailable`, :class:`UnsafePathError`,
-  :class:`CorruptImageError`, :class:`AnnotationError`;
+  :class:`CorruptImageError` (and :class:`UnsupportedImageModeError`), :class:`AnnotationError`;
+* :mod:`~cirbench.data.annotations`: the one strict reader of annotation files
+  (:func:`read_lines`, :func:`read_tsv`, :func:`read_json`, :func:`read_json_records`);
 * :mod:`~cirbench.data.paths`, :mod:`~cirbench.data.decode`,
   :mod:`~cirbench.data.image_cache`, :mod:`~cirbench.data.verify`.
 """
 
+from cirbench.data.annotations import (
+    check_name,
+    json_path,
+    read_json,
+    read_json_records,
+    read_lines,
+    read_text,
+    read_tsv,
+)
 from cirbench.data.contract import Availability, CIRDataset, DatasetSpec, Query, Triplet
-from cirbench.data.decode import ImageTransform, decode_image
+from cirbench.data.decode import ImageTransform, decode_image, display_rgb
 from cirbench.data.errors import (
     AnnotationError,
     CorruptImageError,
     DatasetNotAvailable,
     UnsafePathError,
-    read_json,
-    read_json_records,
+    UnsupportedImageModeError,
 )
 from cirbench.data.images import normalize_images
 from cirbench.data.layout import DataLayout, ImageEntry, PublishedCount, Requirement
@@ -32,8 +42,13 @@ from cirbench.data.paths import resolve_under
 
 __all__ = [
     "AnnotationError",
+    "check_name",
+    "json_path",
     "read_json",
     "read_json_records",
+    "read_lines",
+    "read_text",
+    "read_tsv",
     "Availability",
     "CIRDataset",
     "CorruptImageError",
@@ -50,8 +65,10 @@ __all__ = [
     "Requirement",
     "Triplet",
     "UnsafePathError",
+    "UnsupportedImageModeError",
     "dataset_env_var",
     "decode_image",
+    "display_rgb",
     "default_data_root",
     "normalize_images",
     "resolve_under",

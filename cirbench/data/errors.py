@@ -79,6 +79,15 @@ class CorruptImageError(OSError):
         return f"cannot decode image {self.path}: {self.detail}"
 
 
+class UnsupportedImageModeError(CorruptImageError):
+    """An image that decodes but whose mode (or value range) cirbench has no rule to show as
+    RGB (:func:`cirbench.data.decode.display_rgb`); the message names the file and the mode."""
+
+    def __init__(self, path: Path | str, mode: str, detail: str) -> None:
+        self.mode = mode
+        super().__init__(path, f"unsupported image mode {mode!r}: {detail}")
+
+
 class AnnotationError(ValueError):
     """An annotation file whose content is malformed; the message names the file (and line)."""
 
@@ -87,28 +96,3 @@ class AnnotationError(ValueError):
         self.line = line
         where = f"{self.source}:{line}" if line is not None else self.source
         super().__init__(f"{where}: {detail}")
-
-
-def read_json(root: Path | str, rel: str) -> object:
-    """The JSON content of annotation file ``rel`` under ``root``; malformed JSON raises
-    :class:`AnnotationError` naming the file and line."""
-    import json
-
-    try:
-        with open(Path(root) / rel, encoding="utf-8") as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise AnnotationError(rel, f"not valid JSON: {exc.msg}", exc.lineno) from exc
-
-
-def read_json_records(root: Path | str, rel: str) -> list[dict]:
-    """Annotation file ``rel`` as a JSON list of objects (the form of FashionIQ's, Shoes' and
-    CIRR's caption files); anything else raises :class:`AnnotationError` naming the file and
-    the first bad entry."""
-    data = read_json(root, rel)
-    if not isinstance(data, list):
-        raise AnnotationError(rel, f"expected a JSON list of pairs, got {type(data).__name__}")
-    for n, item in enumerate(data):
-        if not isinstance(item, dict):
-            raise AnnotationError(rel, f"entry {n}: expected an object, got {type(item).__name__}")
-    return data

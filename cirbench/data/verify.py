@@ -1,9 +1,11 @@
 """``cirbench data verify``: check a local copy of a dataset file by file.
 
 :func:`verify_dataset` checks, in order: the layout's required files; every image the
-annotation files reference (path inside the root, file present, decodable: a progress bar
-runs over them); the published counts (:meth:`DataLayout.published_counts`). Each problem is
-one :class:`Problem` naming its file; nothing is raised for a bad copy.
+annotation files reference (path inside the root, file present, decodable by the rules of
+:func:`~cirbench.data.decode.display_rgb`: a progress bar runs over them); the published
+counts (:meth:`DataLayout.published_counts`). Each problem is one :class:`Problem` naming
+its file (an annotation file that does not read: also its line); nothing is raised for a bad
+copy.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 from cirbench.data.contract import DatasetSpec
 from cirbench.data.decode import decode_image
-from cirbench.data.errors import AnnotationError, CorruptImageError, UnsafePathError
+from cirbench.data.errors import AnnotationError, CorruptImageError, UnsafePathError, UnsupportedImageModeError
 from cirbench.data.locations import DataLocations
 from cirbench.data.paths import resolve_under
 from cirbench.progress import progress_bar
@@ -67,6 +69,8 @@ def _check_image(path: Path) -> str | None:
         return "missing"
     try:
         decode_image(path)
+    except UnsupportedImageModeError as exc:
+        return f"refused ({exc.detail})"
     except CorruptImageError as exc:
         return f"corrupt ({exc.detail})"
     return None
@@ -116,7 +120,8 @@ def verify_dataset(spec: DatasetSpec, data: DataLocations | None = None, workers
         try:
             found: int | None = int(pc.count(root))
         except (AnnotationError, OSError, ValueError, KeyError) as exc:
-            report.problems.append(Problem(str(root), f"cannot count {pc.what}: {exc}"))
+            where = getattr(exc, "source", None) or getattr(exc, "filename", None) or str(root)
+            report.problems.append(Problem(str(where), f"cannot count {pc.what}: {exc}"))
             found = None
         result = CountResult(pc.what, found, pc.expected, pc.source)
         report.counts.append(result)

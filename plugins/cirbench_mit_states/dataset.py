@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from cirbench import Query, Triplet
-from cirbench.data import DataLayout, LocalImageDataset, PublishedCount, Requirement
+from cirbench.data import DataLayout, LocalImageDataset, PublishedCount, Requirement, check_name
 from cirbench.data.layout import ImageEntry
 
 URL = "http://web.mit.edu/phillipi/Public/states_and_transformations/index.html"
@@ -53,7 +53,7 @@ def annotated_folders(root: Path) -> list[tuple[str, str, str]]:
         parts = name.split()
         if len(parts) != 2 or parts[0] == "adj" or not (images / name).is_dir():
             continue
-        out.append((name, parts[0], parts[1]))
+        out.append((check_name(name, "images/"), parts[0], parts[1]))
     return out
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from cirbench import Query, Triplet
-from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement, read_json_records
+from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement, read_json_records, read_lines
 from cirbench.data.layout import ImageEntry
 
 URL = ("https://github.com/XiaoxiaoGuo/fashion-retrieval/tree/master/dataset (images: the Attribute "
@@ -60,8 +60,7 @@ def read_captions(root: Path) -> list[tuple[str, str, str]]:
 
 def read_names(root: Path, rel: str) -> list[str]:
     """The image names of a name list (blank lines skipped)."""
-    with open(Path(root) / rel, encoding="utf-8") as fh:
-        return [line.strip() for line in fh if line.strip()]
+    return [line.strip() for line in read_lines(root, rel) if line.strip()]
 
 
 def image_paths(root: Path) -> dict[str, str]:
