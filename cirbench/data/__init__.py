@@ -11,7 +11,8 @@
 * :mod:`~cirbench.data.errors`: :class:`DatasetNotAvailable`, :class:`UnsafePathError`,
   :class:`CorruptImageError`, :class:`AnnotationError`;
 * :mod:`~cirbench.data.paths`, :mod:`~cirbench.data.decode`,
-  :mod:`~cirbench.data.image_cache`, :mod:`~cirbench.data.verify`.
+  :mod:`~cirbench.data.cache` (every cache: decoded images,
+  generated datasets, text embeddings), :mod:`~cirbench.data.verify`.
 """
 
 from cirbench.data.contract import Availability, CIRDataset, DatasetSpec, Query, Triplet
