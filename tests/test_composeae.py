@@ -590,8 +590,8 @@ def test_larger_training_batches_than_the_codes_32(tiny_bert):
 def test_embedding_cache_is_reused_from_disk_and_memory(tiny_bert, tmp_path, monkeypatch):
     first = _model(tiny_bert, cache_dir=tmp_path)
     assert first.text_features.source == "encoder"
-    files = list((tmp_path / "composeae" / "text-embeddings").glob("*.pt"))
-    assert len(files) == 1 and files[0].name.startswith("toy-tiny-bert-")
+    files = list((tmp_path / "text-embeddings").glob("*/embeddings.pt"))
+    assert len(files) == 1 and files[0].parent.name.startswith("toy-tiny-bert-")
 
     def boom(self, texts):
         raise AssertionError("the encoder must not run: the embeddings are cached")
@@ -608,7 +608,7 @@ def test_embedding_cache_is_reused_from_disk_and_memory(tiny_bert, tmp_path, mon
         ComposeAE(_ctx(cache_dir=tmp_path, texts=TEXTS[:3]), text_model=tiny_bert)
     monkeypatch.undo()
     ComposeAE(_ctx(cache_dir=tmp_path, texts=TEXTS[:3]), text_model=tiny_bert)
-    assert len(list((tmp_path / "composeae" / "text-embeddings").glob("*.pt"))) == 2
+    assert len(list((tmp_path / "text-embeddings").glob("*/embeddings.pt"))) == 2
     # order and duplicates of the texts do not matter
     k1 = text_mod.embedding_cache_key(first.text_features.encoder, TEXTS)
     k2 = text_mod.embedding_cache_key(first.text_features.encoder, list(reversed(TEXTS)) + TEXTS[:1])
@@ -617,7 +617,7 @@ def test_embedding_cache_is_reused_from_disk_and_memory(tiny_bert, tmp_path, mon
 
 def test_a_damaged_cache_file_is_recomputed(tiny_bert, tmp_path):
     first = _model(tiny_bert, cache_dir=tmp_path)
-    (path,) = list((tmp_path / "composeae" / "text-embeddings").glob("*.pt"))
+    (path,) = list((tmp_path / "text-embeddings").glob("*/embeddings.pt"))
     path.write_bytes(b"not a torch file")
     text_mod.clear_memory_cache()
     again = _model(tiny_bert, cache_dir=tmp_path)

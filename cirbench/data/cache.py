@@ -48,6 +48,7 @@ import io
 import json
 import logging
 import os
+import pickle
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -77,7 +78,9 @@ CONTENT_HASH_LIMIT = 64 * 2**20
 """Sources totalling at most this many bytes are also checked by content digest."""
 
 _SOURCE_DTYPE = np.dtype([("size", "<i8"), ("mtime_ns", "<i8"), ("digest", "S16")])
-_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, TypeError)
+#: What reading a damaged cache can raise (a truncated pickle, a torn Arrow or NumPy file):
+#: the cache is then stale and rebuilt, never trusted.
+_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, TypeError, RuntimeError, pickle.UnpicklingError)
 T = TypeVar("T")
 
 
@@ -279,7 +282,7 @@ def open_or_build(
             log.info("%s: using %s", what, folder)
             return out, False
         except _READ_ERRORS as exc:
-            log.warning("%s: cache %s is stale (%s); rebuilding", what, folder, exc)
+            log.warning("%s: cache %s is stale (%s: %s); rebuilding", what, folder, type(exc).__name__, exc)
 
     def fill(tmp: Path) -> None:
         t0 = time.perf_counter()
@@ -461,7 +464,6 @@ def load_or_generate(
         return generate()
     key = generated_key(name, params, label)
     shape_tail = tuple(int(s) for s in image_shape)
-    made: list[Generated] = []
 
     def validate(images: np.ndarray, data: Mapping[str, Any]) -> None:
         if not isinstance(data, dict):
@@ -478,15 +480,12 @@ def load_or_generate(
     def build(tmp: Path) -> int:
         images, data = generate()
         validate(images, data)
-        made.append((images, data))
         np.save(tmp / IMAGES_FILE, images, allow_pickle=False)
         with open(tmp / DATA_FILE, "w", encoding="utf-8") as f:
             json.dump(data, f, separators=(",", ":"))
         return len(images)
 
     def open_folder(folder: Path, record: Mapping[str, Any]) -> Generated:
-        if made:  # just built: the arrays in memory are what was written
-            return made[0]
         with open(folder / DATA_FILE, encoding="utf-8") as f:
             data = json.load(f)
         images = np.load(folder / IMAGES_FILE, allow_pickle=False)
