@@ -345,7 +345,7 @@ def _cmd_data_cache_list(reg: Registry, args: argparse.Namespace) -> int:
                     for e in entries],
                    headers=["kind", "name", "label", "built from", "entries", "MiB", "created", "status",
                             "folder"],
-                   tablefmt="simple", maxcolwidths=[None, None, None, 60, None, None, None, None, None]))
+                   tablefmt="simple"))
     print(f"\n{len(entries)} cache(s), {sum(e.megabytes for e in entries):.1f} MiB")
     return 0
 
