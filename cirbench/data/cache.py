@@ -158,13 +158,17 @@ class Sources:
         """``[N]`` records ``(size, mtime_ns, digest)``; a missing file has size -1. Contents
         are hashed when ``hash_contents`` (default: when the files total at most
         :data:`CONTENT_HASH_LIMIT` bytes); otherwise ``digest`` is empty."""
-        table = np.zeros(len(self.files), dtype=_SOURCE_DTYPE)
-        for i, f in enumerate(self.files):
+        sizes, times = [], []
+        for f in self.files:
             try:
                 st = os.stat(f)
-                table[i]["size"], table[i]["mtime_ns"] = st.st_size, st.st_mtime_ns
+                sizes.append(st.st_size)
+                times.append(st.st_mtime_ns)
             except OSError:
-                table[i]["size"], table[i]["mtime_ns"] = -1, -1
+                sizes.append(-1)
+                times.append(-1)
+        table = np.zeros(len(self.files), dtype=_SOURCE_DTYPE)
+        table["size"], table["mtime_ns"] = sizes, times
         if hash_contents is None:
             hash_contents = int(table["size"][table["size"] > 0].sum()) <= CONTENT_HASH_LIMIT
         if hash_contents:
