@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -29,14 +30,26 @@ from cirbench.cli import main
 from cirbench.composer import Composer, ComposerContext
 from cirbench.data import cache
 from cirbench.data.cache import ArrowImageCache, CacheKey, Sources, cache_entries, clear_cache
-from cirbench.data.decode import ImageTransform
-from cirbench.data.errors import CorruptImageError
+from cirbench.data import DataLocations
+from cirbench.data.decode import ImageTransform, decode_image
+from cirbench.data.errors import AnnotationError, CorruptImageError
 from cirbench.data.images import IMAGENET_MEAN, IMAGENET_STD
 from cirbench.evaluate import evaluate
+from cirbench.plugins import load_registry
 from cirbench.storage import atomic_write_folder
 from cirbench_fashioniq.dataset import FashionIQDataset
 from conftest import SMOKE
-from local_data_fixtures import FIQ_PNG, write_fashioniq, write_image
+from local_data_fixtures import (
+    FIQ_PNG,
+    write_birds_to_words,
+    write_cirr,
+    write_css,
+    write_fashion200k,
+    write_fashioniq,
+    write_image,
+    write_mit_states,
+    write_shoes,
+)
 
 # --- FashionIQ copies whose Recall@1 is computed by hand ----------------------------------------------
 
@@ -205,6 +218,55 @@ def test_a_deleted_image_fails_the_run(tmp_path, first_copy, capsys):
     out = capsys.readouterr().out
     assert "ok: R@1" not in out
     assert f"failed: CorruptImageError: cannot decode image {image_file(first_copy, 'SV2')}: file not found" in out
+
+
+# Every loader of image files goes through LocalImageDataset's ArrowImageCache: the same
+# rule for each (the dataset, the folder it reads, its fixture writer).
+IMAGE_LOADERS = [
+    ("css", "css", write_css), ("fashion200k", "fashion200k", write_fashion200k),
+    ("mit-states", "mit-states", write_mit_states), ("fashioniq", "fashioniq", write_fashioniq),
+    ("fashioniq-joined", "fashioniq", write_fashioniq), ("shoes", "shoes", write_shoes),
+    ("birds-to-words", "birds-to-words", write_birds_to_words), ("cirr", "cirr", write_cirr),
+    ("cirr-subset", "cirr", write_cirr),
+]
+
+
+@pytest.mark.parametrize("name,folder,writer", IMAGE_LOADERS, ids=[n for n, _, _ in IMAGE_LOADERS])
+def test_every_image_loader_follows_the_cache_rule(tmp_path, monkeypatch, name, folder, writer):
+    monkeypatch.setenv("CIRBENCH_NO_PROGRESS", "1")
+    registry = load_registry()
+    shared = tmp_path / "cache"
+
+    def build(root):
+        return registry.dataset(name).create(SMOKE, shared, DataLocations(root=root))
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    writer(first / folder)
+    writer(second / folder)
+    ds = build(first)
+    path0 = ds.path_of(0)
+    write_image(second / folder / path0.relative_to(first / folder), seed=999, size=(30, 20))  # copy b differs
+    # two copies, one cache folder: each gets its own pixels
+    a0, b0 = build(first).images([0]), build(second).images([0])
+    assert not torch.equal(a0, b0)
+    assert np.array_equal(b0[0].permute(1, 2, 0).numpy(), decode_image(build(second).path_of(0), ds.transform))
+    # fixed in place: the next build serves the new pixels
+    write_image(path0, seed=999, size=(30, 20))
+    assert torch.equal(build(first).images([0]), b0)
+    # deleted: the loader's error naming the file (Shoes looks its images up in the folders,
+    # so it refuses at loading); MIT-States has no annotation file, its images are the folders'
+    # files: the deleted one is no longer in the dataset, and never served
+    path0.unlink()
+    if name == "mit-states":
+        again = build(first)
+        assert path0 not in again.index.files and again.num_images == ds.num_images - 1
+        assert np.array_equal(again.images([0])[0].permute(1, 2, 0).numpy(),
+                              decode_image(again.path_of(0), ds.transform))
+        assert len(cache_entries(shared, "images")) == 3  # another image list: another cache
+        return
+    with pytest.raises((CorruptImageError, AnnotationError), match=re.escape(path0.name)):
+        build(first).images([1])
+    assert len(cache_entries(shared, "images")) == 2
 
 
 def test_arrow_cache_records_what_it_was_built_from(tmp_path):
@@ -389,7 +451,7 @@ def test_data_cache_list_and_clear_every_kind(tmp_path, first_copy, capsys):
     assert main(["data", "cache", "list", "--cache-dir", str(c)]) == 0
     out = capsys.readouterr().out
     assert os.path.realpath(first_copy) in out  # the data root the images came from
-    assert "generator version=1, seed=0" in out  # the generator's parameters
+    assert "version=1, seed=0" in out  # the generator's parameters
     assert f"encoder bert:1 at {os.path.realpath(tmp_path / 'bert')}" in out
     assert "3 cache(s)" in out
     assert main(["data", "cache", "list", "--kind", "generated", "--cache-dir", str(c)]) == 0

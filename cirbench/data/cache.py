@@ -496,7 +496,7 @@ def load_or_generate(
         validate(images, data)
         return images, data
 
-    built_from = "generator " + ", ".join(f"{k}={v}" for k, v in params.items())
+    built_from = ", ".join(f"{k}={v}" for k, v in params.items())
     out, _ = open_or_build(key, cache_dir, build=build, open_folder=open_folder, built_from=built_from,
                            what=f"generated dataset {name}")
     return out
