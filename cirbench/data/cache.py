@@ -238,6 +238,27 @@ def read_record(folder: Path, key: CacheKey) -> dict[str, Any]:
     return meta
 
 
+def open_checked(
+    folder: Path,
+    key: CacheKey,
+    open_folder: Callable[[Path, Mapping[str, Any]], T],
+    sources: Sources | None = None,
+    current: np.ndarray | None = None,
+) -> T:
+    """``open_folder(folder, record)`` of an up-to-date cache; raises :class:`StaleCache`
+    (or the error reading it met) saying why it is not: its record is not one of ``key``, or
+    the ``sources`` now (``current``, default: stat them) differ from those it was built from."""
+    record = read_record(folder, key)
+    if sources is not None:
+        stored = np.load(folder / SOURCES_FILE, allow_pickle=False)
+        if stored.dtype != _SOURCE_DTYPE:
+            raise StaleCache(f"{SOURCES_FILE}: unexpected dtype {stored.dtype}")
+        why = sources.changes(stored, sources.stat() if current is None else current)
+        if why:
+            raise StaleCache(why)
+    return open_folder(folder, record)
+
+
 def open_or_build(
     key: CacheKey,
     cache_dir: Path | str,
@@ -270,15 +291,7 @@ def open_or_build(
             raise on_missing(gone[0])
 
     def check(path: Path) -> T:
-        record = read_record(path, key)
-        if sources is not None:
-            stored = np.load(path / SOURCES_FILE, allow_pickle=False)
-            if stored.dtype != _SOURCE_DTYPE:
-                raise StaleCache(f"{SOURCES_FILE}: unexpected dtype {stored.dtype}")
-            why = sources.changes(stored, current)
-            if why:
-                raise StaleCache(why)
-        return open_folder(path, record)
+        return open_checked(path, key, open_folder, sources, current)
 
     if folder.exists():
         try:
@@ -377,9 +390,8 @@ class ArrowImageCache:
     def ready(self) -> bool:
         """Whether a valid, up-to-date cache exists on disk (does not build it)."""
         try:
-            read_record(self.folder, self.key)
-            stored = np.load(self.folder / SOURCES_FILE, allow_pickle=False)
-            return self.sources.changes(stored, self.sources.stat()) is None and self._open(self.folder, {}) is not None
+            open_checked(self.folder, self.key, self._open, self.sources)
+            return True
         except _READ_ERRORS:
             return False
 
@@ -667,6 +679,7 @@ def clear_cache(cache_dir: Path | str, name: str | None = None, kind: str | None
 __all__ = [
     "ARROW_FILE", "ArrowImageCache", "CONTENT_HASH_LIMIT", "CacheEntry", "CacheKey", "FORMAT", "KINDS",
     "META_FILE", "Sources", "StaleCache", "cache_entries", "clear_cache", "embeddings_key", "generated_key",
-    "load_or_compute_embeddings", "load_or_generate", "open_or_build", "read_record", "sources_fingerprint",
+    "load_or_compute_embeddings", "load_or_generate", "open_checked", "open_or_build", "read_record",
+    "sources_fingerprint",
     "texts_digest",
 ]
