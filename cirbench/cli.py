@@ -372,31 +372,33 @@ def _cmd_data_verify(reg: Registry, args: argparse.Namespace) -> int:
 
 
 def _cmd_data_cache_list(reg: Registry, args: argparse.Namespace) -> int:
-    from cirbench.data.image_cache import cache_entries
+    from cirbench.data.cache import cache_entries
 
-    entries = cache_entries(args.cache_dir)
+    entries = cache_entries(args.cache_dir, args.kind)
     if not entries:
-        print(f"no decoded-image caches under {Path(args.cache_dir) / 'images'}")
+        print(f"no caches under {args.cache_dir}" + (f" of kind {args.kind}" if args.kind else ""))
         return 0
-    print(tabulate([[e.dataset, e.version, e.transform, "?" if e.num_images is None else e.num_images,
-                     f"{e.megabytes:.1f}", "yes" if e.complete else "no (interrupted build)", str(e.folder)]
+    print(tabulate([[e.kind, e.name, e.label, e.built_from, "?" if e.entries is None else e.entries,
+                     f"{e.megabytes:.1f}", e.created, e.status, str(e.folder)]
                     for e in entries],
-                   headers=["dataset", "version", "transform", "images", "MiB", "complete", "folder"],
+                   headers=["kind", "name", "label", "built from", "entries", "MiB", "created", "status",
+                            "folder"],
                    tablefmt="simple"))
     print(f"\n{len(entries)} cache(s), {sum(e.megabytes for e in entries):.1f} MiB")
     return 0
 
 
 def _cmd_data_cache_clear(reg: Registry, args: argparse.Namespace) -> int:
-    from cirbench.data.image_cache import clear_cache
+    from cirbench.data.cache import cache_entries, clear_cache
 
-    if args.name is not None and args.name not in reg.datasets:
+    if args.name is not None and args.name not in reg.datasets \
+            and all(e.name != args.name for e in cache_entries(args.cache_dir)):
         reg.dataset(args.name)  # raises UnknownNameError listing the valid names
-    removed = clear_cache(args.cache_dir, args.name)
+    removed = clear_cache(args.cache_dir, args.name, args.kind)
     for e in removed:
-        print(f"removed {e.folder} ({e.megabytes:.1f} MiB)")
-    what = f"of dataset {args.name} " if args.name else ""
-    print(f"{len(removed)} decoded-image cache(s) {what}removed from {Path(args.cache_dir) / 'images'}")
+        print(f"removed {e.kind} cache {e.folder} ({e.megabytes:.1f} MiB)")
+    what = " ".join(x for x in (args.kind, "cache(s)", f"of {args.name}" if args.name else "") if x)
+    print(f"{len(removed)} {what} removed from {args.cache_dir}")
     return 0
 
 
@@ -493,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p)
     p.set_defaults(func=_cmd_check)
 
-    p = sub.add_parser("data", help="local datasets: verify a copy, list or clear the decoded-image cache")
+    p = sub.add_parser("data", help="local datasets: verify a copy; list or clear the caches")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     q = data_sub.add_parser("verify", help="check a local dataset: required files, every image "
                             "decodable, counts against the published ones; exit 1 on problems")
@@ -501,13 +503,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--workers", type=int_at_least(1), default=4, metavar="N", help="decoding threads (default: 4)")
     _add_data_options(q)
     q.set_defaults(func=_cmd_data_verify)
-    q = data_sub.add_parser("cache", help="the decoded-image cache")
+    q = data_sub.add_parser("cache", help="the caches: decoded images, generated datasets, text embeddings")
     cache_sub = q.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
-    for action, func, hlp in (("list", _cmd_data_cache_list, "list the decoded-image caches"),
-                              ("clear", _cmd_data_cache_clear, "remove decoded-image caches (all, or NAME's)")):
+    from cirbench.data.cache import KINDS
+
+    for action, func, hlp in (("list", _cmd_data_cache_list, "list the caches and what each was built from"),
+                              ("clear", _cmd_data_cache_clear, "remove caches (all, or NAME's, or of --kind)")):
         c = cache_sub.add_parser(action, help=hlp)
         if action == "clear":
             c.add_argument("name", nargs="?", default=None, metavar="NAME", help="only this dataset's caches")
+        c.add_argument("--kind", choices=sorted(KINDS), default=None,
+                       help="only caches of this kind (default: every kind)")
         c.add_argument("--cache-dir", default=str(default_cache_dir()), metavar="DIR",
                        help="the cache directory (default: %(default)s)")
         c.set_defaults(func=func)

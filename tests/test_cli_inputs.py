@@ -77,3 +77,25 @@ def test_run_options_are_checked_by_the_parser(capsys, tmp_path, option, value, 
 def test_other_commands_check_their_numbers_too(capsys, argv, message):
     code, _, err = _run(capsys, *argv)
     assert code == 2 and message in err and "must be >=" in err
+
+
+def test_files_and_folders_cirbench_writes_follow_the_umask(tmp_path):
+    """Issue 16: results, leaderboard and caches were mode 0600 (temporary-file mode)."""
+    import os
+    import stat
+
+    from cirbench.storage import atomic_write_folder, atomic_write_json
+
+    old = os.umask(0o027)  # a group-shared cluster folder: group may read, others nothing
+    try:
+        atomic_write_json(tmp_path / "r" / "seed0.json", {"a": 1})
+
+        def fill(folder):
+            (folder / "x.bin").write_bytes(b"1")
+
+        atomic_write_folder(tmp_path / "cache" / "k", fill)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "r" / "seed0.json").stat().st_mode) == 0o640  # 0o666 & ~0o027
+    assert stat.S_IMODE((tmp_path / "cache" / "k").stat().st_mode) == 0o750      # 0o777 & ~0o027
+    assert stat.S_IMODE((tmp_path / "cache" / "k" / "x.bin").stat().st_mode) == 0o640

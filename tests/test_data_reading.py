@@ -299,7 +299,7 @@ def test_multi_frame_gif_gives_its_first_frame(tmp_path):
 def test_a_change_of_decode_rules_gets_a_new_cache(tmp_path, monkeypatch):
     """A cache made under other rules (the old ones clipped 16-bit grey to white) is not reused."""
     from cirbench.data import decode
-    from cirbench.data.image_cache import ArrowImageCache
+    from cirbench.data.cache import ArrowImageCache
 
     files = [saved(Image.fromarray(np.full((4, 4), 5000, np.uint16)), tmp_path / "dark16.png")]
     now = ArrowImageCache(tmp_path / "c", "toy", 1, ImageTransform(4), ["dark16.png"], files)

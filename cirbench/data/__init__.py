@@ -13,7 +13,8 @@
 * :mod:`~cirbench.data.annotations`: the one strict reader of annotation files
   (:func:`read_lines`, :func:`read_tsv`, :func:`read_json`, :func:`read_json_records`);
 * :mod:`~cirbench.data.paths`, :mod:`~cirbench.data.decode`,
-  :mod:`~cirbench.data.image_cache`, :mod:`~cirbench.data.verify`.
+  :mod:`~cirbench.data.cache` (every cache: decoded images,
+  generated datasets, text embeddings), :mod:`~cirbench.data.verify`.
 """
 
 from cirbench.data.annotations import (

@@ -14,7 +14,10 @@ A loader for a real dataset subclasses :class:`LocalImageDataset`:
   from the ``cirbench_datasets`` hook.
 
 Images are decoded with the class's transform at the protocol's ``image_size`` and served
-from the decoded-image cache (:mod:`cirbench.data.image_cache`) when a cache folder is given.
+from the decoded-image cache (:class:`cirbench.data.cache.ArrowImageCache`) when a cache folder
+is given: keyed by the root's real path and the entries, rebuilt when an image file changes,
+and an image deleted since the cache was built raises
+:class:`~cirbench.data.errors.CorruptImageError` naming it.
 Real datasets use their canonical splits at every ``dataset_scale``.
 """
 
@@ -28,7 +31,7 @@ import torch
 
 from cirbench.data.contract import CIRDataset, DatasetSpec, Query, Triplet
 from cirbench.data.decode import ImageTransform, decode_image
-from cirbench.data.image_cache import ArrowImageCache
+from cirbench.data.cache import ArrowImageCache
 from cirbench.data.layout import DataLayout
 from cirbench.data.locations import DataLocations
 from cirbench.data.paths import normalise_entry, resolve_under
@@ -100,7 +103,7 @@ class LocalImageDataset(CIRDataset):
         self.gallery_ids = np.asarray(self.gallery_ids, dtype=np.int64)
         self._cache = (
             ArrowImageCache(cache_dir, self.name, self.version, self.transform,
-                            self.index.entries, self.index.files)
+                            self.index.entries, self.index.files, root=self.root)
             if cache_dir is not None else None
         )
 
