@@ -322,6 +322,8 @@ def _cmd_data_verify(reg: Registry, args: argparse.Namespace) -> int:
                          "ok" if c.ok and c.found is not None else ("-" if c.found is None else "DIFFERS")]
                         for c in report.counts],
                        headers=["count", "found", "published", "source", ""], tablefmt="simple"))
+    for w in report.warnings:
+        print(f"warning: {w}")
     if report.ok:
         print("OK: no problems")
         return 0
@@ -453,8 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="local datasets: verify a copy, list or clear the decoded-image cache")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    q = data_sub.add_parser("verify", help="check a local dataset: required files, every image "
-                            "decodable, counts against the published ones; exit 1 on problems")
+    q = data_sub.add_parser("verify", help="check a local dataset: required files, links, every image "
+                            "decodable, the checks every run makes (triplets, queries, targets in their "
+                            "galleries), counts against the published ones; exit 1 on problems")
     q.add_argument("name", metavar="NAME", help="a dataset read from a local folder")
     q.add_argument("--workers", type=int, default=4, metavar="N", help="decoding threads (default: 4)")
     _add_data_options(q)

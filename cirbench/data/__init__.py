@@ -9,8 +9,10 @@
 * :mod:`~cirbench.data.locations`: :class:`DataLocations` (``--data-root``,
   ``$CIRBENCH_DATA``, per-dataset overrides);
 * :mod:`~cirbench.data.errors`: :class:`DatasetNotAvailable`, :class:`UnsafePathError`,
-  :class:`CorruptImageError`, :class:`AnnotationError`;
-* :mod:`~cirbench.data.paths`, :mod:`~cirbench.data.decode`,
+  :class:`CorruptImageError`, :class:`AnnotationError`, :class:`DatasetValidationError`;
+* :mod:`~cirbench.data.validate`: the checks every dataset passes before training
+  (:func:`validate_dataset`);
+* :mod:`~cirbench.data.paths` (the rule for symbolic links), :mod:`~cirbench.data.decode`,
   :mod:`~cirbench.data.image_cache`, :mod:`~cirbench.data.verify`.
 """
 
@@ -20,6 +22,8 @@ from cirbench.data.errors import (
     AnnotationError,
     CorruptImageError,
     DatasetNotAvailable,
+    DatasetValidationError,
+    DatasetValidationWarning,
     UnsafePathError,
     read_json,
     read_json_records,
@@ -28,7 +32,8 @@ from cirbench.data.images import normalize_images
 from cirbench.data.layout import DataLayout, ImageEntry, PublishedCount, Requirement
 from cirbench.data.local import ImageIndex, LocalImageDataset
 from cirbench.data.locations import DataLocations, dataset_env_var, default_data_root
-from cirbench.data.paths import resolve_under
+from cirbench.data.paths import find_inside, list_inside, resolve_under
+from cirbench.data.validate import Problem, Validation, validate_dataset
 
 __all__ = [
     "AnnotationError",
@@ -41,18 +46,25 @@ __all__ = [
     "DataLocations",
     "DatasetNotAvailable",
     "DatasetSpec",
+    "DatasetValidationError",
+    "DatasetValidationWarning",
+    "find_inside",
+    "list_inside",
     "ImageEntry",
     "ImageIndex",
     "ImageTransform",
     "LocalImageDataset",
+    "Problem",
     "PublishedCount",
     "Query",
     "Requirement",
     "Triplet",
     "UnsafePathError",
+    "Validation",
     "dataset_env_var",
     "decode_image",
     "default_data_root",
     "normalize_images",
     "resolve_under",
+    "validate_dataset",
 ]

@@ -38,8 +38,9 @@ class ImageIndex:
     """Image ids for relative paths under ``root``, in the order they are added.
 
     :meth:`add` checks every entry with :func:`~cirbench.data.paths.resolve_under` (an entry
-    resolving outside the root raises :class:`~cirbench.data.errors.UnsafePathError` naming
-    it and its annotation file) and gives an entry added twice its first id.
+    resolving outside the root, by ``..`` or by a symbolic link leading out, raises
+    :class:`~cirbench.data.errors.UnsafePathError` naming it, its annotation file and the link)
+    and gives an entry added twice its first id.
     """
 
     def __init__(self, root: Path | str) -> None:
@@ -48,6 +49,7 @@ class ImageIndex:
         self.files: list[Path] = []
         self.sources: list[str] = []
         self._ids: dict[str, int] = {}
+        self._folders: dict = {}  # folder prefix -> real path or OutsideLink (resolve_under's memo)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -59,7 +61,7 @@ class ImageIndex:
         found = self._ids.get(rel)
         if found is not None:
             return found
-        path = resolve_under(self.root, rel, source)
+        path = resolve_under(self.root, rel, source, self._folders)
         self._ids[rel] = len(self.entries)
         self.entries.append(rel)
         self.files.append(path)
@@ -159,6 +161,14 @@ class LocalImageDataset(CIRDataset):
 
     def has_group_galleries(self) -> bool:
         return self.group_galleries is not None
+
+    def image_origin(self, image_id: int) -> tuple[str, str]:
+        """The entry of image ``image_id`` and the annotation file that first listed it."""
+        i = int(image_id)
+        return self.index.entries[i], self.index.sources[i]
+
+    def image_file(self, image_id: int) -> Path:
+        return self.path_of(image_id)
 
     def describe(self) -> dict:
         d = super().describe()
