@@ -131,6 +131,15 @@ class DataLayout:
                 out.append(req.describe(len(found.paths)))
         return [refusal(pattern, link) for pattern, link in refused.values()] + out
 
+    def outside_links(self, root: Path) -> list[OutsideLink]:
+        """The symbolic links leading out of ``root`` that the requirements' searches meet
+        (each is one of :meth:`problems`)."""
+        out: dict[str, OutsideLink] = {}
+        for req in self.requirements:
+            for link in req.search(root).outside:
+                out.setdefault(link.link, link)
+        return list(out.values())
+
     def check(self, name: str, root: Path, data: DataLocations | None = None) -> None:
         """Raise :class:`DatasetNotAvailable` (with what was expected where, and where the
         dataset is published) unless every requirement is met under ``root``."""

@@ -87,11 +87,18 @@ def verify_dataset(spec: DatasetSpec, data: DataLocations | None = None, workers
     report.problems += [Problem(str(root), p) for p in missing]
     if not root.is_dir():
         return report
+    said = {link.link for link in layout.outside_links(root)}  # refused links the layout named
+
+    def already_said(exc: Exception) -> bool:
+        link = getattr(exc, "link", None)
+        return link is not None and link.link in said
+
     try:
         entries = list(layout.image_entries(root))
     except (AnnotationError, UnsafePathError, OSError, ValueError, KeyError) as exc:
-        where = getattr(exc, "source", None) or getattr(exc, "filename", None) or str(root)
-        report.problems.append(Problem(str(where), f"cannot read annotations: {exc}"))
+        if not already_said(exc):
+            where = getattr(exc, "source", None) or getattr(exc, "filename", None) or str(root)
+            report.problems.append(Problem(str(where), f"cannot read annotations: {exc}"))
         entries = []
     seen: set[str] = set()
     files: list[tuple[Path, str]] = []
@@ -110,7 +117,9 @@ def verify_dataset(spec: DatasetSpec, data: DataLocations | None = None, workers
             continue
         seen.add(str(path))
         files.append((path, e.source))
-    for errs in through_link.values():
+    for key, errs in through_link.items():
+        if key in said:
+            continue
         more = f" (and {len(errs) - 1} more entries through the same link)" if len(errs) > 1 else ""
         report.problems.append(Problem(errs[0].source, f"{errs[0]}{more}"))
     report.images_listed = len(files)
@@ -128,7 +137,8 @@ def verify_dataset(spec: DatasetSpec, data: DataLocations | None = None, workers
         try:
             found: int | None = int(pc.count(root))
         except (AnnotationError, OSError, ValueError, KeyError) as exc:
-            report.problems.append(Problem(str(root), f"cannot count {pc.what}: {exc}"))
+            if not already_said(exc):
+                report.problems.append(Problem(str(root), f"cannot count {pc.what}: {exc}"))
             found = None
         result = CountResult(pc.what, found, pc.expected, pc.source)
         report.counts.append(result)
