@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from cirbench.data.errors import DatasetNotAvailable
+from cirbench.data.errors import DatasetNotAvailable, DatasetValidationError, UnsafePathError
 from cirbench.data.locations import DataLocations
 from cirbench.plugins import PluginError, Registry, UnknownNameError, load_registry
 from cirbench.protocol import DEFAULT_PROTOCOL
@@ -484,7 +484,8 @@ def main(argv: list[str] | None = None) -> int:
         reg = load_registry()
         args._dataset_names = sorted(reg.datasets)
         return args.func(reg, args)
-    except (PluginError, UnknownNameError, CliError, DatasetNotAvailable) as exc:
+    except (PluginError, UnknownNameError, CliError, DatasetNotAvailable, DatasetValidationError,
+            UnsafePathError) as exc:
         print(f"cirbench: error: {exc}", file=sys.stderr)
         return 2
 

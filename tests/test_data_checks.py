@@ -352,7 +352,7 @@ def test_a_run_on_a_partial_mit_states_fails_before_training(tmp_path, capsys):
     assert "DatasetValidationError" in captured.err and "no training noun has two adjectives" in captured.err
     (result,) = list((tmp_path / "res").rglob("seed0.json"))
     record = json.loads(result.read_text())
-    assert record["status"] == "failed" and "train" not in record or not record.get("train")
+    assert record["status"] == "failed" and not record.get("train")  # it never trained
 
 
 # --- validation: each kind on the loaders -----------------------------------------------------------------
@@ -433,7 +433,7 @@ def _f200k_self_query(root: Path, only: bool) -> None:
     (root / "test_queries.txt").write_text(queries + f"{p} {p}\n")
 
 
-def test_queries_without_a_target_warn_with_the_count(tmp_path):
+def test_queries_without_a_target_warn_with_the_count(tmp_path, capsys):
     """Hand: the fixture's 3 queries can be answered, the added one cannot: 1 of 4."""
     root = write_fashion200k(tmp_path / "data" / "fashion200k")
     _f200k_self_query(root, only=False)
@@ -449,6 +449,10 @@ def test_queries_without_a_target_warn_with_the_count(tmp_path):
     assert len(ds.queries()) == 4
     report = verify_dataset(REGISTRY.dataset("fashion200k"), DataLocations(root=tmp_path / "data"))
     assert report.ok and len(report.warnings) == 1 and "1 of 4 queries" in str(report.warnings[0])
+    assert main(["data", "verify", "fashion200k", "--data-root", str(tmp_path / "data")]) == 0  # a warning only
+    out = capsys.readouterr().out
+    assert "warning: labels/dress_test_detect_all.txt:9: 1 of 4 queries have no correct target" in out
+    assert "OK: no problems" in out
 
 
 def test_no_answerable_query_is_refused(tmp_path):

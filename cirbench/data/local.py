@@ -9,7 +9,12 @@ A loader for a real dataset subclasses :class:`LocalImageDataset`:
 * :meth:`LocalImageDataset.load`: read the annotation files under ``self.root``, register
   each image with ``self.index.add(entry, source_file)`` (which refuses entries that leave the
   root) and fill ``self.triplets``, ``self.test_queries``, ``self.gallery_ids`` (and
-  ``self.group_galleries`` for a gallery per query group);
+  ``self.group_galleries`` for a gallery per query group); list folders with
+  :func:`~cirbench.data.paths.list_inside`, so symbolic links follow the rule of
+  :mod:`cirbench.data.paths`. :meth:`~cirbench.DatasetSpec.create` validates what ``load``
+  built (:mod:`cirbench.data.validate`); raise
+  :class:`~cirbench.data.errors.DatasetValidationError` yourself for a reason only the loader
+  knows;
 * :meth:`LocalImageDataset.dataset_spec` gives the :class:`~cirbench.DatasetSpec` to return
   from the ``cirbench_datasets`` hook.
 
