@@ -45,7 +45,6 @@ from cirbench.testing import RandomDataset
 from conftest import SMOKE
 from local_data_fixtures import (
     css_content,
-    f200k_path,
     save_py2_npy,
     shoe,
     write_birds_to_words,
@@ -549,3 +548,27 @@ def test_validation_on_any_dataset():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the check path neither raises nor warns
         _spec(_NoTriplets).create(PROTOCOL, None, validate=False)
+
+
+def test_image_globs_and_verify_follow_the_rule(tmp_path):
+    """A layout listing its images by ``image_globs`` (the default ``image_entries``): a file
+    link and a folder link inside are followed; one out is one problem naming the link."""
+    from cirbench.data import DataLayout
+
+    layout = DataLayout(folder="toy", image_globs=("imgs/*.jpg",))
+    spec = DatasetSpec("toy", lambda protocol, cache_dir, root: RandomDataset(16), layout=layout)
+    root = tmp_path / "toy"
+    write_image(root / "store" / "a.jpg", 1)
+    write_image(root / "store" / "b.jpg", 2)
+    (root / "imgs").mkdir()
+    os.symlink("../store/a.jpg", root / "imgs" / "a.jpg")
+    report = verify_dataset(spec, DataLocations(overrides={"toy": root}))
+    assert [e.entry for e in layout.image_entries(root)] == ["imgs/a.jpg"]
+    assert report.ok and report.images_listed == report.images_ok == 1
+    write_image(tmp_path / "out" / "c.jpg", 3)
+    os.symlink(tmp_path / "out" / "c.jpg", root / "imgs" / "c.jpg")
+    report = verify_dataset(spec, DataLocations(overrides={"toy": root}))
+    (problem,) = report.problems
+    assert problem.path == "imgs/*.jpg"
+    assert f"entry 'imgs/c.jpg' goes through the symbolic link imgs/c.jpg -> {tmp_path / 'out' / 'c.jpg'}" \
+        in problem.message

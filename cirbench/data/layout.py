@@ -116,7 +116,8 @@ class DataLayout:
 
     # --- availability ---------------------------------------------------------------------------
     def problems(self, root: Path) -> list[str]:
-        """What is missing under ``root`` (empty when every requirement is met)."""
+        """What is missing under ``root`` and which symbolic links met by the requirements'
+        searches lead out of it, refusals first (empty when every requirement is met)."""
         if not root.exists():
             return ["the folder does not exist"]
         if not root.is_dir():
