@@ -109,7 +109,10 @@ def outside_link(root: Path | str, rel: str, _folders: dict | None = None) -> Ou
     under ``root`` that is a symbolic link leading out of ``root``; None when there is none
     (links that stay inside are followed). Touches the disk (one ``lstat`` a component);
     ``_folders`` memoises folder prefixes across calls with the same root."""
-    base = os.path.realpath(root)
+    if _folders is None:
+        base = os.path.realpath(root)
+    else:
+        base = _folders.get("") or _folders.setdefault("", os.path.realpath(root))
     parts = rel.split("/")
     cur, start = base, 0
     if _folders is not None:  # the longest folder prefix already resolved
@@ -140,14 +143,11 @@ def resolve_under(root: Path | str, entry: str, source: Path | str, _folders: di
     root; for a link the error also names the link, its target and how to fix it
     (``err.link`` is the :class:`OutsideLink`)."""
     rel = normalise_entry(entry, source, root)
-    link = outside_link(root, rel, _folders)
+    link = outside_link(root, rel, _folders)  # every component that is a link is checked
     if link is not None:
         raise UnsafePathError(entry, source, root, link=link)
-    base = Path(os.path.realpath(root))
-    target = os.path.realpath(base / rel)
-    if not _inside(str(base), target):  # only a race (a link made meanwhile) gets here
-        raise UnsafePathError(entry, source, root, f"a symbolic link leads to {target}")
-    return base / rel
+    base = _folders[""] if _folders else os.path.realpath(root)
+    return Path(base) / rel
 
 
 def is_inside(root: Path | str, entry: str) -> bool:
@@ -169,14 +169,6 @@ class Found:
     outside: list[OutsideLink] = field(default_factory=list)
 
 
-def _kind_ok(path: str, kind: str) -> bool:
-    if kind == "dir":
-        return os.path.isdir(path)
-    if kind == "file":
-        return os.path.isfile(path)
-    return os.path.exists(path)
-
-
 def find_inside(root: Path | str, pattern: str, kind: str = "file") -> Found:
     """The files (``kind="file"``), folders (``"dir"``) or both (``"any"``) under ``root``
     matching the glob ``pattern`` (``/``-separated; ``*``, ``?``, ``[...]`` within a name,
@@ -193,14 +185,25 @@ def find_inside(root: Path | str, pattern: str, kind: str = "file") -> Found:
     outside: dict[str, OutsideLink] = {}
     seen: set[tuple[str, int]] = set()
 
-    def children(real_dir: str, part: str | None) -> list[str]:
+    def children(real_dir: str, part: str | None) -> list[os.DirEntry]:
         try:
-            names = sorted(os.listdir(real_dir))
+            with os.scandir(real_dir) as it:
+                entries = sorted(it, key=lambda e: e.name)
         except OSError:
             return []
         hidden_ok = part is not None and part.startswith(".")
-        return [n for n in names if (hidden_ok or not n.startswith("."))
-                and (part is None or fnmatch.fnmatchcase(n, part))]
+        return [e for e in entries if (hidden_ok or not e.name.startswith("."))
+                and (part is None or fnmatch.fnmatchcase(e.name, part))]
+
+    def classify(path: str, sub: str, entry: os.DirEntry | None = None):
+        """(real path, outside link, is a folder, is a file) of ``path``; a directory entry
+        from ``scandir`` answers without another system call unless it is a link."""
+        if entry is not None and not entry.is_symlink():
+            return path, None, entry.is_dir(follow_symlinks=False), entry.is_file(follow_symlinks=False)
+        real, link = _follow(base, path, sub)
+        if link is not None:
+            return None, link, False, False
+        return real, None, os.path.isdir(real), os.path.isfile(real)  # type: ignore[arg-type]
 
     def visit(real_dir: str, rel: str, k: int) -> None:
         if k == len(parts):  # only after a trailing '**': the folder itself
@@ -214,31 +217,31 @@ def find_inside(root: Path | str, pattern: str, kind: str = "file") -> Found:
                 return
             seen.add((real_dir, k))
             visit(real_dir, rel, k + 1)  # '**' matches no folder
-            for name in children(real_dir, None):
-                sub = f"{rel}/{name}" if rel else name
-                real, link = _follow(base, os.path.join(real_dir, name), sub)
+            for entry in children(real_dir, None):
+                sub = f"{rel}/{entry.name}" if rel else entry.name
+                real, link, is_dir, _ = classify(entry.path, sub, entry)
                 if link is not None:
                     if os.path.isdir(link.target):  # '**' would search it
                         outside.setdefault(sub, link)
-                    continue
-                if os.path.isdir(real):  # type: ignore[arg-type]
+                elif is_dir:
                     visit(real, sub, k)  # type: ignore[arg-type]
                 elif last and kind in ("file", "any"):
                     matches[sub] = None
             return
-        names = children(real_dir, part) if glob.has_magic(part) else [part]
-        for name in names:
+        if glob.has_magic(part):
+            found = [(e.name, e.path, e) for e in children(real_dir, part)]
+        else:
+            path = os.path.join(real_dir, part)
+            found = [(part, path, None)] if os.path.lexists(path) else []
+        for name, path, entry in found:
             sub = f"{rel}/{name}" if rel else name
-            path = os.path.join(real_dir, name)
-            if not os.path.lexists(path):
-                continue
-            real, link = _follow(base, path, sub)
+            real, link, is_dir, is_file = classify(path, sub, entry)
             if link is not None:
                 outside.setdefault(sub, link)
             elif last:
-                if _kind_ok(real, kind):  # type: ignore[arg-type]
+                if (kind == "dir" and is_dir) or (kind == "file" and is_file) or (kind == "any" and (is_dir or is_file)):
                     matches[sub] = None
-            elif os.path.isdir(real):  # type: ignore[arg-type]
+            elif is_dir:
                 visit(real, sub, k + 1)  # type: ignore[arg-type]
 
     if parts and os.path.isdir(base):
