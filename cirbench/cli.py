@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from cirbench.data.errors import DatasetNotAvailable
+from cirbench.data.errors import DatasetNotAvailable, DatasetValidationError, UnsafePathError
 from cirbench.data.locations import DataLocations
 from cirbench.plugins import PluginError, Registry, UnknownNameError, load_registry
 from cirbench.protocol import DEFAULT_PROTOCOL
@@ -360,6 +360,8 @@ def _cmd_data_verify(reg: Registry, args: argparse.Namespace) -> int:
                          "ok" if c.ok and c.found is not None else ("-" if c.found is None else "DIFFERS")]
                         for c in report.counts],
                        headers=["count", "found", "published", "source", ""], tablefmt="simple"))
+    for w in report.warnings:
+        print(f"warning: {w}")
     if report.ok:
         print("OK: no problems")
         return 0
@@ -497,8 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="local datasets: verify a copy; list or clear the caches")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    q = data_sub.add_parser("verify", help="check a local dataset: required files, every image "
-                            "decodable, counts against the published ones; exit 1 on problems")
+    q = data_sub.add_parser("verify", help="check a local dataset: required files, links, every image "
+                            "decodable, the checks every run makes (triplets, queries, targets in their "
+                            "galleries), counts against the published ones; exit 1 on problems")
     q.add_argument("name", metavar="NAME", help="a dataset read from a local folder")
     q.add_argument("--workers", type=int_at_least(1), default=4, metavar="N", help="decoding threads (default: 4)")
     _add_data_options(q)
@@ -530,7 +533,8 @@ def main(argv: list[str] | None = None) -> int:
         args._dataset_names = sorted(reg.datasets)
         args._dataset_folders = sorted({d.layout.folder or n for n, d in reg.datasets.items() if d.layout})
         return args.func(reg, args)
-    except (PluginError, UnknownNameError, CliError, DatasetNotAvailable) as exc:
+    except (PluginError, UnknownNameError, CliError, DatasetNotAvailable, DatasetValidationError,
+            UnsafePathError) as exc:
         print(f"cirbench: error: {exc}", file=sys.stderr)
         return 2
 

@@ -54,17 +54,52 @@ class DatasetNotAvailable(FileNotFoundError):
 
 class UnsafePathError(ValueError):
     """A manifest entry (an image path in an annotation file) resolves outside the dataset
-    root (``..``, an absolute path, or a symbolic link leading out)."""
+    root (``..``, an absolute path, or a symbolic link leading out).
 
-    def __init__(self, entry: str, source: Path | str, root: Path | str, detail: str = "") -> None:
+    Attributes: ``entry``, ``source`` (the annotation file, or where the entry was met),
+    ``root``, and ``link`` (a :class:`cirbench.data.paths.OutsideLink`: the path component
+    that is a link, what it says and where it resolves; None when no link is at fault).
+    """
+
+    def __init__(self, entry: str, source: Path | str, root: Path | str, detail: str = "", link=None) -> None:
         self.entry = entry
         self.source = str(source)
         self.root = str(root)
+        self.link = link
+        if link is not None:
+            from cirbench.data.paths import LINK_FIX
+
+            super().__init__(
+                f"{self.source}: entry {entry!r} goes through the symbolic link {link}, which leads out "
+                f"of the dataset folder {self.root}; refused ({LINK_FIX})"
+            )
+            return
         extra = f" ({detail})" if detail else ""
         super().__init__(
             f"{self.source}: entry {entry!r} resolves outside the dataset root {self.root}{extra}; "
             "refused (annotation files may only name files under the root)"
         )
+
+
+class DatasetValidationError(ValueError):
+    """A built dataset that cannot be trained or evaluated: no training triplets, no test
+    queries, no query with a target in its gallery, a gallery listing an image twice, ids out
+    of range. ``problems`` (each naming its annotation file and entry where there is one) are
+    listed one a line; ``name`` and ``root`` (None for an embedded dataset) say which dataset."""
+
+    def __init__(self, name: str, problems: Sequence[object], root: Path | str | None = None) -> None:
+        self.name = name
+        self.problems = list(problems)
+        self.root = None if root is None else Path(root)
+        where = f" at {self.root}" if self.root is not None else ""
+        lines = [f"dataset {name!r}{where} cannot be used ({len(self.problems)} problem(s)):"]
+        lines += [f"  - {p}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+
+class DatasetValidationWarning(UserWarning):
+    """A built dataset that can be used but has a flaw worth saying, e.g. some queries have no
+    correct target in their gallery (Recall counts them as misses)."""
 
 
 class CorruptImageError(OSError):

@@ -81,6 +81,8 @@ class BirdsToWordsLayout(DataLayout):
 
     folder = "birds-to-words"
     url = URL
+    train_files = f"{TSV} (rows of split train)"
+    test_files = f"{TSV} (rows of split test)"
     requirements = (
         Requirement(TSV, "the annotations"),
         Requirement("images", "the downloaded images, images/<host>/<path of the URL>", kind="dir"),

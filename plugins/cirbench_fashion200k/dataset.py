@@ -26,7 +26,6 @@ under ``<root>/women/{dresses,jackets,pants,skirts,tops}/...``), and ``<root>/te
 
 from __future__ import annotations
 
-import glob
 import os
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import numpy as np
 from cirbench import Query, Triplet
 from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement, read_lines, read_tsv
 from cirbench.data.layout import ImageEntry
+from cirbench.data.paths import list_inside
 
 URL = "https://github.com/xthan/fashion-200k (test_queries.txt: https://github.com/google/tirg)"
 CATEGORIES = ("dresses", "jackets", "pants", "skirts", "tops")
@@ -50,9 +50,9 @@ def clean_caption(caption: str) -> str:
 
 
 def label_files(root: Path, split: str) -> list[Path]:
-    """``labels/*_{split}_*.txt``, sorted."""
-    pattern = os.path.join(glob.escape(str(root)), "labels", f"*_{split}_*.txt")
-    return [Path(p) for p in sorted(glob.glob(pattern))]
+    """``labels/*_{split}_*.txt``, sorted; a symbolic link leading out of the root raises
+    :class:`~cirbench.data.UnsafePathError` (:func:`~cirbench.data.paths.list_inside`)."""
+    return [Path(root) / rel for rel in list_inside(root, f"labels/*_{split}_*.txt", "file", source="labels/")]
 
 
 def read_labels(root: Path, split: str) -> list[tuple[str, str, str, int]]:
@@ -111,6 +111,8 @@ def mod_text(source: str, target: str) -> str:
 class Fashion200kLayout(DataLayout):
     folder = "fashion200k"
     url = URL
+    train_files = "labels/*_train_*.txt (a pair needs two training captions that differ by one word)"
+    test_files = "test_queries.txt"
     requirements = (
         Requirement("labels/*_train_*.txt", "training label files"),
         Requirement("labels/*_test_*.txt", "test label files"),
