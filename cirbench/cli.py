@@ -351,7 +351,13 @@ def _cmd_data_verify(reg: Registry, args: argparse.Namespace) -> int:
     if spec.layout is None:
         raise CliError(f"dataset {args.name!r} is embedded (generated, not read from a folder): "
                        "nothing to verify")
-    report = verify_dataset(spec, _data_locations(args), workers=args.workers)
+    data = _data_locations(args)
+    try:
+        spec.layout.check(args.name, spec.root(data), data)
+    except DatasetNotAvailable as exc:  # the same message as `run`; exit 1 like any bad copy
+        print(f"cirbench: error: {exc}", file=sys.stderr)
+        return 1
+    report = verify_dataset(spec, data, workers=args.workers)
     print(f"dataset {report.name} at {report.root}")
     print(f"images referenced by the annotations: {report.images_listed}, decodable: {report.images_ok}")
     if report.counts:

@@ -99,3 +99,34 @@ def test_files_and_folders_cirbench_writes_follow_the_umask(tmp_path):
     assert stat.S_IMODE((tmp_path / "r" / "seed0.json").stat().st_mode) == 0o640  # 0o666 & ~0o027
     assert stat.S_IMODE((tmp_path / "cache" / "k").stat().st_mode) == 0o750      # 0o777 & ~0o027
     assert stat.S_IMODE((tmp_path / "cache" / "k" / "x.bin").stat().st_mode) == 0o640
+
+
+def test_data_verify_without_the_folder_gives_runs_helpful_message(capsys, tmp_path):
+    from cirbench.plugins import load_registry
+
+    layout = load_registry().dataset("fashioniq").layout
+    code, out, err = _run(capsys, "data", "verify", "fashioniq", "--data-root", str(tmp_path))
+    assert code == 1  # verify: 1 for a copy with problems
+    assert f"dataset 'fashioniq' is not available at {tmp_path / 'fashioniq'}" in err
+    assert "the folder does not exist" in err
+    for req in layout.requirements:  # what was expected there ...
+        assert req.pattern in err
+    assert layout.url in err  # ... where it is published, and how to point elsewhere
+    assert "--data fashioniq=PATH" in err and "$CIRBENCH_DATA_FASHIONIQ" in err
+    # `run --dataset fashioniq` says exactly the same
+    code_run, _, err_run = _run(capsys, "run", "--dataset", "fashioniq", "--composer", "tirg",
+                                "--data-root", str(tmp_path), "--results", str(tmp_path / "r"))
+    assert code_run == 2 and err_run == err
+
+
+def test_data_verify_of_an_empty_folder_says_each_missing_file_once(capsys, tmp_path):
+    from cirbench.plugins import load_registry
+
+    layout = load_registry().dataset("fashioniq").layout
+    (tmp_path / "fashioniq").mkdir()
+    code, out, err = _run(capsys, "data", "verify", "fashioniq", "--data-root", str(tmp_path))
+    assert code == 1
+    for req in layout.requirements:
+        assert err.count(f"matching {req.pattern} ") == 1, req.pattern
+    # a header, one line per requirement (9 for FashionIQ), where it is published, how to point elsewhere
+    assert len(err.strip().splitlines()) == 1 + len(layout.requirements) + 2

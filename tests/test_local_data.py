@@ -339,7 +339,7 @@ def test_verify_css_lists_images_from_the_npy(data_root):
 
 def test_verify_missing_dataset_and_embedded(tmp_path, capsys):
     assert main(["data", "verify", "mit-states", "--data-root", str(tmp_path)]) == 1
-    assert "the folder does not exist" in capsys.readouterr().out
+    assert "the folder does not exist" in capsys.readouterr().err
     assert main(["data", "verify", "css-synth"]) == 2
 
 

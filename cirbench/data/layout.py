@@ -146,9 +146,12 @@ class DataLayout:
         dataset is published) unless every requirement is met under ``root``."""
         problems = self.problems(root)
         if problems:
+            # The full list of what is expected only when the problems do not already name
+            # each unmet requirement (no folder at all): one line per problem, never twice.
+            itemised = root.is_dir()
             raise DatasetNotAvailable(
                 name, root, problems, self.url, (data or DataLocations()).how_to_set(name),
-                expected=self.expected(),
+                expected=[] if itemised else self.expected(),
             )
 
     def expected(self) -> list[str]:

@@ -90,7 +90,7 @@ def verify_dataset(spec: DatasetSpec, data: DataLocations | None = None, workers
     report = VerifyReport(spec.name, root, layout.url)
     missing = layout.problems(root)
     report.problems += [Problem(str(root), p) for p in missing]
-    if not root.is_dir():
+    if missing:  # one problem per missing requirement; reading what is absent would repeat them
         return report
     said = {link.link for link in layout.outside_links(root)}  # refused links the layout named
 
