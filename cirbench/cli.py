@@ -32,6 +32,22 @@ class CliError(Exception):
     """A user error: printed without a traceback, exit status 2."""
 
 
+def _int_at_least(low: int):
+    """An argparse ``type``: an integer >= ``low`` (else argparse's usage error, exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid integer: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
 def _data_locations(args: argparse.Namespace) -> DataLocations:
     """``--data-root`` and ``--data NAME=PATH`` (see :mod:`cirbench.data.locations`)."""
     try:
@@ -115,6 +131,7 @@ def _names(reg: Registry, kind: str, given: list[str] | None, all_: bool,
 
 
 def _cmd_run(reg: Registry, args: argparse.Namespace) -> int:
+    from cirbench.results import ResultsNotWritableError, RunResult
     from cirbench.runner import Runner, RunOptions
 
     protocol = reg.protocol(args.protocol)
@@ -140,8 +157,9 @@ def _cmd_run(reg: Registry, args: argparse.Namespace) -> int:
     rows: list[list] = []
     counter = {"n": 0}
     t0 = time.perf_counter()
+    k1 = f"R@{protocol.ks[0]}"
 
-    def on_event(kind, key, result):
+    def on_event(kind: str, key, result: RunResult | None) -> None:
         if kind == "start":
             counter["n"] += 1
             print(f"[{counter['n']}/{total}] {key} ...", flush=True)
@@ -149,15 +167,18 @@ def _cmd_run(reg: Registry, args: argparse.Namespace) -> int:
         if kind == "skip":
             counter["n"] += 1
             print(f"[{counter['n']}/{total}] {key}: result exists, skipped (--force redoes it)")
-        r1 = ((result or {}).get("metrics") or {}).get("overall", {}).get(f"R@{protocol.ks[0]}")
-        status = result["status"] if result else "?"
+        r1 = result.metrics.overall.get(k1) if result is not None and result.metrics else None
+        status = result.status if result is not None else "?"
         if kind == "done":
-            detail = f"R@{protocol.ks[0]} = {100 * r1:.1f}" if r1 is not None else (result.get("error") or "")
-            print(f"    {status}: {detail} ({result.get('wall_seconds', 0):.0f} s)", flush=True)
+            detail = f"{k1} = {100 * r1:.1f}" if r1 is not None else (result.error or "")
+            print(f"    {status}: {detail} ({result.wall_seconds:.0f} s)", flush=True)
         rows.append([key.dataset, key.composer, key.seed, status if kind == "done" else "skipped",
                      "" if r1 is None else f"{100 * r1:.1f}"])
 
-    report = runner.run_grid(protocol, datasets, composers, seeds, on_event)
+    try:
+        report = runner.run_grid(protocol, datasets, composers, seeds, on_event)
+    except ResultsNotWritableError as exc:
+        raise CliError(f"--results {args.results}: {exc}; nothing was run") from exc
     print()
     print(tabulate(rows, headers=["dataset", "composer", "seed", "status", f"R@{protocol.ks[0]}"]))
     print(f"\n{len(report.ran)} ran, {len(report.skipped)} skipped, {len(report.failed)} failed, "
@@ -168,7 +189,14 @@ def _cmd_run(reg: Registry, args: argparse.Namespace) -> int:
               + " (see `cirbench data verify NAME`; --data-root / $CIRBENCH_DATA say where to look)")
     for key, err in report.failed:
         print(f"FAILED {key}: {err}", file=sys.stderr)
-    return 1 if report.failed else 0
+    for unsaved in report.unsaved:
+        metrics = unsaved.result.metrics.overall if unsaved.result.metrics else {}
+        shown = ", ".join(f"{k} = {100 * v:.1f}" for k, v in metrics.items()) or unsaved.result.status
+        print(f"NOT SAVED {unsaved}. Its metrics: {shown}", file=sys.stderr)
+    if report.unsaved:
+        print(f"{len(report.unsaved)} result(s) could not be written to {args.results}: copy the "
+              "saved file(s) named above into it (same relative path) to keep them", file=sys.stderr)
+    return 1 if report.failed or report.unsaved else 0
 
 
 def _cmd_attention(reg: Registry, args: argparse.Namespace) -> int:
@@ -237,6 +265,8 @@ def _cmd_leaderboard(reg: Registry, args: argparse.Namespace) -> int:
     store = ResultsStore(args.results)
     if not store.root.exists():
         raise CliError(f"--results {args.results}: no such folder (run `cirbench run` first)")
+    if not store.root.is_dir():
+        raise CliError(f"--results {args.results}: not a folder")
     written = write_leaderboard(store, Path(args.out), plots=not args.no_plots)
     for path in written:
         print(f"wrote {path}")
@@ -393,16 +423,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", action="append", metavar="NAME", help="a dataset (repeatable)")
     p.add_argument("--protocol", default=DEFAULT_PROTOCOL, metavar="NAME",
                    help=f"protocol preset (default: {DEFAULT_PROTOCOL})")
-    p.add_argument("--seed", type=int, action="append", metavar="N",
+    p.add_argument("--seed", type=_int_at_least(0), action="append", metavar="N",
                    help="seed (repeatable; default: the protocol's seeds)")
     p.add_argument("--results", default="results", metavar="DIR", help="results folder (default: results)")
     p.add_argument("--cache-dir", default=str(default_cache_dir()), metavar="DIR",
                    help="where datasets keep generated or decoded data (default: %(default)s)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
+    p.add_argument("--threads", type=_int_at_least(1), default=None, metavar="N", help="torch CPU threads")
     p.add_argument("--force", action="store_true", help="redo runs whose result exists")
     p.add_argument("--dry-run", action="store_true", help="print the runs the command would do, run none")
-    p.add_argument("--checkpoint-every", type=int, default=500, metavar="STEPS",
+    p.add_argument("--checkpoint-every", type=_int_at_least(1), default=500, metavar="STEPS",
                    help="save a resumable checkpoint every so many steps (default: 500)")
     p.add_argument("--save-model", action="store_true",
                    help="keep each run's trained state_dict beside its result (seed<N>.model.pt; "
@@ -416,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, metavar="NAME", help="the dataset it was run on")
     p.add_argument("--protocol", default=DEFAULT_PROTOCOL, metavar="NAME",
                    help=f"protocol of the run (default: {DEFAULT_PROTOCOL})")
-    p.add_argument("--seed", type=int, default=None, metavar="N",
+    p.add_argument("--seed", type=_int_at_least(0), default=None, metavar="N",
                    help="seed of the run (default: the protocol's first seed)")
     p.add_argument("--results", default="results", metavar="DIR", help="results folder (default: results)")
     which = p.add_mutually_exclusive_group()
@@ -428,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=str(default_cache_dir()), metavar="DIR",
                    help="where datasets keep generated or decoded data (default: %(default)s)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
+    p.add_argument("--threads", type=_int_at_least(1), default=None, metavar="N", help="torch CPU threads")
     _add_data_options(p)
     p.set_defaults(func=_cmd_attention)
 
@@ -446,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "and batches of 4)")
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="where datasets keep generated or decoded data (default: a temporary folder)")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
+    p.add_argument("--threads", type=_int_at_least(1), default=None, metavar="N",
                    help="torch CPU threads (1 is fastest for these tiny models on a busy machine)")
     _add_data_options(p)
     p.set_defaults(func=_cmd_check)

@@ -50,12 +50,12 @@ def runner(registry, tmp_path, css_tiny, smoke):
 def test_failure_is_isolated_and_recorded(runner, smoke):
     names = ["broken", "pixel-mean", "nan", "not-a-composer"]
     report = runner.run_grid(smoke, ["css-synth"], names, [0])
-    status = {k.composer: runner.store.read(k)["status"] for k in report.ran}
+    status = {k.composer: runner.store.read(k).status for k in report.ran}
     assert status == {"broken": "failed", "pixel-mean": "ok", "nan": "diverged", "not-a-composer": "failed"}
     broken = runner.store.read(RunKey(smoke, "css-synth", "broken", 0))
-    assert "boom in training_loss" in broken["error"] and "Traceback" in broken["traceback"]
+    assert "boom in training_loss" in broken.error and "Traceback" in broken.traceback
     bad_type = runner.store.read(RunKey(smoke, "css-synth", "not-a-composer", 0))
-    assert "expected a cirbench.Composer" in bad_type["error"]
+    assert "expected a cirbench.Composer" in bad_type.error
     assert [k.composer for k, _ in report.failed] == ["broken", "not-a-composer"]
     assert [k.composer for k in report.diverged] == ["nan"]
 
@@ -145,5 +145,5 @@ def test_interrupted_run_resumes_from_checkpoint(runner, smoke, monkeypatch):
     assert runner.store.checkpoint_path(key).exists() and runner.store.read(key) is None
     monkeypatch.setattr(runner_mod, "train", real_train)
     result = runner.run_one(key)
-    assert result["status"] == "ok" and result["train"]["resumed_from"] == 2
+    assert result.status == "ok" and result.train.resumed_from == 2
     assert not runner.store.checkpoint_path(key).exists()
