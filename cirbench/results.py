@@ -54,7 +54,8 @@ class ResultsNotWritableError(OSError):
 
 
 def _describe(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, (str, int, float, bool)) or value is None else ""
+    """``null``, ``integer 42``, ``string "a"``, ``array``: a JSON value for a message."""
+    text = json.dumps(value) if isinstance(value, (str, int, float, bool)) else ""
     kind = {type(None): "null", bool: "boolean", int: "integer", float: "number", str: "string",
             list: "array", dict: "object"}.get(type(value), type(value).__name__)
     return f"{kind} {text}" if text and len(text) <= 40 else kind
@@ -561,7 +562,10 @@ def _probe_folder(folder: Path) -> None:
         os.unlink(tmp)
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        if exc.filename and Path(exc.filename) != folder:
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            reason += f": {blocker} is a file"
+        elif exc.filename and Path(exc.filename) != folder:
             reason += f": {exc.filename}"
         raise ResultsNotWritableError(f"cannot write results in {folder} ({reason})") from exc
     finally:

@@ -198,3 +198,29 @@ def test_compute_and_save_overlays(tmp_path):
         compute_attention_maps(_NoMaps(_ctx()), imgs, ["a", "b"])
     with pytest.raises(ValueError, match="'grid': negative values"):
         compute_attention_maps(_Tiny(_ctx(), sign=-1.0), imgs, ["a", "b"])
+
+
+class _TouchOnLoad:
+    """Unpickling this object creates a file: what a malicious model file could do."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (self.path,))
+
+
+def test_saved_model_loads_tensors_only(tmp_path):
+    import pickle
+
+    a, b = _Tiny(_ctx()), _Tiny(_ctx())
+    torch.save(a.state_dict(), tmp_path / "ok.model.pt")
+    load_saved_model(b, tmp_path / "ok.model.pt")
+    assert torch.equal(a.lin.weight, b.lin.weight)
+    marker = tmp_path / "pwned"
+    torch.save({**a.state_dict(), "evil": _TouchOnLoad(marker)}, tmp_path / "evil.model.pt")
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_saved_model(b, tmp_path / "evil.model.pt")
+    assert not marker.exists()
