@@ -190,9 +190,10 @@ def _cmd_run(reg: Registry, args: argparse.Namespace) -> int:
     for key, err in report.failed:
         print(f"FAILED {key}: {err}", file=sys.stderr)
     for unsaved in report.unsaved:
-        metrics = unsaved.result.metrics.overall if unsaved.result.metrics else {}
-        shown = ", ".join(f"{k} = {100 * v:.1f}" for k, v in metrics.items()) or unsaved.result.status
-        print(f"NOT SAVED {unsaved}. Its metrics: {shown}", file=sys.stderr)
+        r = unsaved.result
+        shown = (f"Its metrics: {', '.join(f'{k} = {100 * v:.1f}' for k, v in r.metrics.overall.items())}"
+                 if r.metrics else f"It {r.status}: {r.error}")
+        print(f"NOT SAVED {unsaved}. {shown}", file=sys.stderr)
     if report.unsaved:
         print(f"{len(report.unsaved)} result(s) could not be written to {args.results}: copy the "
               "saved file(s) named above into it (same relative path) to keep them", file=sys.stderr)

@@ -332,9 +332,6 @@ class RunResult:
     schema: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        self._check_status()
-
-    def _check_status(self) -> None:
         if self.status not in STATUSES:
             raise ResultSchemaError(f"field 'status': expected one of {', '.join(STATUSES)}, "
                                     f"got {_describe(self.status)}")
@@ -346,18 +343,10 @@ class RunResult:
             raise ResultSchemaError(f"field 'error': expected a string when status is {self.status}, "
                                     f"got {_describe(self.error)}")
 
-    @property
-    def recall(self) -> dict[str, float]:
-        """Overall Recall@K (``{"R@1": ...}``), empty when the run has no metrics."""
-        return dict(self.metrics.overall) if self.metrics else {}
-
     def matches(self, key: "RunKey") -> bool:
         """Whether this result is the one of ``key`` (protocol hash, dataset, composer, seed)."""
         return (self.protocol.name, self.protocol.hash, self.dataset.name, self.composer.name, self.seed) == (
             key.protocol.name, key.protocol.hash, key.dataset, key.composer, key.seed)
-
-    def replace(self, **changes: Any) -> "RunResult":
-        return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict:
         """The JSON object written to the result file."""
@@ -504,10 +493,6 @@ class ResultsStore:
                         result.protocol.label, result.seed, key)
             return None
         return result
-
-    def is_done(self, key: RunKey) -> bool:
-        result = self.read(key)
-        return result is not None and result.status in FINAL_STATUSES
 
     def write(self, key: RunKey, result: RunResult) -> Path:
         """Write ``result`` as the result of ``key``, atomically; returns the file.

@@ -37,12 +37,12 @@ from cirbench.provenance import (
     reset_peak_memory,
 )
 from cirbench.results import (
+    FINAL_STATUSES,
     EvalStats,
     Metrics,
     ParamCounts,
     ProtocolRef,
     ProviderRef,
-    FINAL_STATUSES,
     ResultsStore,
     RunKey,
     RunResult,
@@ -127,17 +127,18 @@ class Runner:
         """Run every cell; ``on_event(kind, key, result)`` is told ``start``, ``skip`` and
         ``done`` for each, so a front end can report progress.
 
-        Before anything is built or trained, checks that every cell's result folder can be
-        written (raises :class:`cirbench.results.ResultsNotWritableError` otherwise). A result
-        file that cannot be read counts as not done (a warning names it) and is redone."""
+        Before anything is built or trained, checks that the result folder of every cell to
+        run can be written (raises :class:`cirbench.results.ResultsNotWritableError`
+        otherwise). A result file that cannot be read counts as not done (a warning names it)
+        and is redone."""
         keys = [RunKey(protocol, ds, comp, seed) for ds in datasets for comp in composers for seed in seeds]
-        self.store.check_writable(keys)
+        plan = [(key, self._finished(key)) for key in keys]
+        self.store.check_writable([key for key, finished in plan if finished is None])
         report = GridReport()
-        for key in keys:
-            existing = None if self.options.force else self.store.read(key)
-            if existing is not None and existing.status in FINAL_STATUSES and not self._model_wanted(key, existing):
+        for key, finished in plan:
+            if finished is not None:
                 report.skipped.append(key)
-                on_event("skip", key, existing)
+                on_event("skip", key, finished)
                 continue
             on_event("start", key, None)
             try:
@@ -175,11 +176,15 @@ class Runner:
             )
         return composer.to(device)
 
-    def _model_wanted(self, key: RunKey, existing: RunResult) -> bool:
-        """With ``save_model``: a finished ok run whose model was not kept is run again."""
-        if not self.options.save_model or self.store.model_path(key).exists():
-            return False
-        return existing.status == "ok"
+    def _finished(self, key: RunKey) -> RunResult | None:
+        """The stored result of ``key`` when the grid skips it: final, not forced, and (with
+        ``save_model``) an ok run whose model was kept; else None (the cell is run)."""
+        existing = None if self.options.force else self.store.read(key)
+        if existing is None or existing.status not in FINAL_STATUSES:
+            return None
+        if self.options.save_model and existing.status == "ok" and not self.store.model_path(key).exists():
+            return None  # a finished ok run whose model was not kept is run again
+        return existing
 
     def run_one(self, key: RunKey) -> RunResult:
         """Train and evaluate one cell, write its result (whatever happens) and return it.
