@@ -14,10 +14,11 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from cirbench.data.errors import DatasetNotAvailable
+from cirbench.data.errors import DatasetNotAvailable, DatasetValidationError, UnsafePathError
 from cirbench.data.locations import DataLocations
 from cirbench.plugins import PluginError, Registry, UnknownNameError, load_registry
 from cirbench.protocol import DEFAULT_PROTOCOL
+from cirbench.train import CHECKPOINT_SECONDS
 
 
 def default_cache_dir() -> Path:
@@ -32,20 +33,32 @@ class CliError(Exception):
     """A user error: printed without a traceback, exit status 2."""
 
 
-def _int_at_least(low: int):
-    """An argparse ``type``: an integer >= ``low`` (else argparse's usage error, exit 2)."""
+def int_at_least(low: int):
+    """An argparse ``type``: an integer >= ``low`` (anything else is refused by the parser,
+    exit 2, before any work is done)."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid integer: {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < low:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
         return value
 
-    parse.__name__ = f"integer >= {low}"
+    parse.__name__ = f"integer >= {low}"  # argparse names the type in its messages
     return parse
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
 
 
 def _data_locations(args: argparse.Namespace) -> DataLocations:
@@ -59,6 +72,17 @@ def _data_locations(args: argparse.Namespace) -> DataLocations:
     if unknown:
         raise CliError(f"--data {unknown[0]}=...: unknown dataset {unknown[0]!r}; valid datasets: "
                        f"{', '.join(sorted(reg_names))}")
+    for name, path in data.overrides.items():
+        if not path.is_dir():
+            raise CliError(f"--data {name}={path}: {'not a folder' if path.exists() else 'no such folder'}")
+    if data.root is not None and not data.root.is_dir():
+        raise CliError(f"--data-root {data.root}: {'not a folder' if data.root.exists() else 'no such folder'} "
+                       "(it should hold one sub-folder per dataset, e.g. fashion200k/, cirr/)")
+    folders = getattr(args, "_dataset_folders", None)
+    if folders and data.data_root.is_dir() and not any((data.data_root / f).exists() for f in folders):
+        origin = "--data-root" if data.root is not None else "the data root"
+        print(f"cirbench: warning: {origin} {data.data_root} holds none of the dataset folders "
+              f"cirbench looks for there: {', '.join(sorted(folders))}", file=sys.stderr)
     return data
 
 
@@ -145,7 +169,7 @@ def _cmd_run(reg: Registry, args: argparse.Namespace) -> int:
     device = _device_and_threads(args)
     runner = Runner(reg, RunOptions(
         results=Path(args.results), cache_dir=Path(args.cache_dir), device=device, force=args.force,
-        checkpoint_every=args.checkpoint_every, data=data, save_model=args.save_model,
+        checkpoint_every=args.checkpoint_every, checkpoint_seconds=60 * args.checkpoint_minutes, data=data, save_model=args.save_model,
     ))
     total = len(datasets) * len(composers) * len(seeds)
     print(f"protocol {protocol.label} · {len(datasets)} dataset(s) × {len(composers)} composer(s) "
@@ -228,8 +252,6 @@ def _cmd_attention(reg: Registry, args: argparse.Namespace) -> int:
                            f"test queries under protocol {protocol.label} (0..{n - 1})")
         indices = list(dict.fromkeys(args.query_index))
     else:
-        if args.queries < 1:
-            raise CliError(f"--queries {args.queries}: give at least 1")
         indices = list(range(min(args.queries, n)))
     seed_everything(seed)
     composer = runner.build_composer(key, dataset)
@@ -353,6 +375,8 @@ def _cmd_data_verify(reg: Registry, args: argparse.Namespace) -> int:
                          "ok" if c.ok and c.found is not None else ("-" if c.found is None else "DIFFERS")]
                         for c in report.counts],
                        headers=["count", "found", "published", "source", ""], tablefmt="simple"))
+    for w in report.warnings:
+        print(f"warning: {w}")
     if report.ok:
         print("OK: no problems")
         return 0
@@ -365,31 +389,33 @@ def _cmd_data_verify(reg: Registry, args: argparse.Namespace) -> int:
 
 
 def _cmd_data_cache_list(reg: Registry, args: argparse.Namespace) -> int:
-    from cirbench.data.image_cache import cache_entries
+    from cirbench.data.cache import cache_entries
 
-    entries = cache_entries(args.cache_dir)
+    entries = cache_entries(args.cache_dir, args.kind)
     if not entries:
-        print(f"no decoded-image caches under {Path(args.cache_dir) / 'images'}")
+        print(f"no caches under {args.cache_dir}" + (f" of kind {args.kind}" if args.kind else ""))
         return 0
-    print(tabulate([[e.dataset, e.version, e.transform, "?" if e.num_images is None else e.num_images,
-                     f"{e.megabytes:.1f}", "yes" if e.complete else "no (interrupted build)", str(e.folder)]
+    print(tabulate([[e.kind, e.name, e.label, e.built_from, "?" if e.entries is None else e.entries,
+                     f"{e.megabytes:.1f}", e.created, e.status, str(e.folder)]
                     for e in entries],
-                   headers=["dataset", "version", "transform", "images", "MiB", "complete", "folder"],
+                   headers=["kind", "name", "label", "built from", "entries", "MiB", "created", "status",
+                            "folder"],
                    tablefmt="simple"))
     print(f"\n{len(entries)} cache(s), {sum(e.megabytes for e in entries):.1f} MiB")
     return 0
 
 
 def _cmd_data_cache_clear(reg: Registry, args: argparse.Namespace) -> int:
-    from cirbench.data.image_cache import clear_cache
+    from cirbench.data.cache import cache_entries, clear_cache
 
-    if args.name is not None and args.name not in reg.datasets:
+    if args.name is not None and args.name not in reg.datasets \
+            and all(e.name != args.name for e in cache_entries(args.cache_dir)):
         reg.dataset(args.name)  # raises UnknownNameError listing the valid names
-    removed = clear_cache(args.cache_dir, args.name)
+    removed = clear_cache(args.cache_dir, args.name, args.kind)
     for e in removed:
-        print(f"removed {e.folder} ({e.megabytes:.1f} MiB)")
-    what = f"of dataset {args.name} " if args.name else ""
-    print(f"{len(removed)} decoded-image cache(s) {what}removed from {Path(args.cache_dir) / 'images'}")
+        print(f"removed {e.kind} cache {e.folder} ({e.megabytes:.1f} MiB)")
+    what = " ".join(x for x in (args.kind, "cache(s)", f"of {args.name}" if args.name else "") if x)
+    print(f"{len(removed)} {what} removed from {args.cache_dir}")
     return 0
 
 
@@ -424,17 +450,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", action="append", metavar="NAME", help="a dataset (repeatable)")
     p.add_argument("--protocol", default=DEFAULT_PROTOCOL, metavar="NAME",
                    help=f"protocol preset (default: {DEFAULT_PROTOCOL})")
-    p.add_argument("--seed", type=_int_at_least(0), action="append", metavar="N",
+    p.add_argument("--seed", type=int_at_least(0), action="append", metavar="N",
                    help="seed (repeatable; default: the protocol's seeds)")
     p.add_argument("--results", default="results", metavar="DIR", help="results folder (default: results)")
     p.add_argument("--cache-dir", default=str(default_cache_dir()), metavar="DIR",
                    help="where datasets keep generated or decoded data (default: %(default)s)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)")
-    p.add_argument("--threads", type=_int_at_least(1), default=None, metavar="N", help="torch CPU threads")
+    p.add_argument("--threads", type=int_at_least(1), default=None, metavar="N", help="torch CPU threads")
     p.add_argument("--force", action="store_true", help="redo runs whose result exists")
     p.add_argument("--dry-run", action="store_true", help="print the runs the command would do, run none")
-    p.add_argument("--checkpoint-every", type=_int_at_least(1), default=500, metavar="STEPS",
-                   help="save a resumable checkpoint every so many steps (default: 500)")
+    p.add_argument("--checkpoint-every", type=int_at_least(1), default=None, metavar="STEPS",
+                   help="save a resumable checkpoint every so many steps (default: a tenth of the "
+                   "protocol's budget, so every protocol's runs resume)")
+    p.add_argument("--checkpoint-minutes", type=positive_float, default=CHECKPOINT_SECONDS / 60,
+                   metavar="M", help="also save one whenever M minutes have passed since the last "
+                   "(default: %(default)g)")
     p.add_argument("--save-model", action="store_true",
                    help="keep each run's trained state_dict beside its result (seed<N>.model.pt; "
                    "large); a finished run without one is run again")
@@ -447,19 +477,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, metavar="NAME", help="the dataset it was run on")
     p.add_argument("--protocol", default=DEFAULT_PROTOCOL, metavar="NAME",
                    help=f"protocol of the run (default: {DEFAULT_PROTOCOL})")
-    p.add_argument("--seed", type=_int_at_least(0), default=None, metavar="N",
+    p.add_argument("--seed", type=int_at_least(0), default=None, metavar="N",
                    help="seed of the run (default: the protocol's first seed)")
     p.add_argument("--results", default="results", metavar="DIR", help="results folder (default: results)")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--queries", type=int, default=8, metavar="N",
+    which.add_argument("--queries", type=int_at_least(1), default=8, metavar="N",
                        help="the first N test queries (default: 8)")
-    which.add_argument("--query-index", type=int, nargs="+", metavar="I",
+    which.add_argument("--query-index", type=int_at_least(0), nargs="+", metavar="I",
                        help="these test queries (0-based indices into the dataset's test queries)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the PNGs and index.md")
     p.add_argument("--cache-dir", default=str(default_cache_dir()), metavar="DIR",
                    help="where datasets keep generated or decoded data (default: %(default)s)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)")
-    p.add_argument("--threads", type=_int_at_least(1), default=None, metavar="N", help="torch CPU threads")
+    p.add_argument("--threads", type=int_at_least(1), default=None, metavar="N", help="torch CPU threads")
     _add_data_options(p)
     p.set_defaults(func=_cmd_attention)
 
@@ -477,26 +507,31 @@ def build_parser() -> argparse.ArgumentParser:
                    "and batches of 4)")
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="where datasets keep generated or decoded data (default: a temporary folder)")
-    p.add_argument("--threads", type=_int_at_least(1), default=None, metavar="N",
+    p.add_argument("--threads", type=int_at_least(1), default=None, metavar="N",
                    help="torch CPU threads (1 is fastest for these tiny models on a busy machine)")
     _add_data_options(p)
     p.set_defaults(func=_cmd_check)
 
-    p = sub.add_parser("data", help="local datasets: verify a copy, list or clear the decoded-image cache")
+    p = sub.add_parser("data", help="local datasets: verify a copy; list or clear the caches")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    q = data_sub.add_parser("verify", help="check a local dataset: required files, every image "
-                            "decodable, counts against the published ones; exit 1 on problems")
+    q = data_sub.add_parser("verify", help="check a local dataset: required files, links, every image "
+                            "decodable, the checks every run makes (triplets, queries, targets in their "
+                            "galleries), counts against the published ones; exit 1 on problems")
     q.add_argument("name", metavar="NAME", help="a dataset read from a local folder")
-    q.add_argument("--workers", type=int, default=4, metavar="N", help="decoding threads (default: 4)")
+    q.add_argument("--workers", type=int_at_least(1), default=4, metavar="N", help="decoding threads (default: 4)")
     _add_data_options(q)
     q.set_defaults(func=_cmd_data_verify)
-    q = data_sub.add_parser("cache", help="the decoded-image cache")
+    q = data_sub.add_parser("cache", help="the caches: decoded images, generated datasets, text embeddings")
     cache_sub = q.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
-    for action, func, hlp in (("list", _cmd_data_cache_list, "list the decoded-image caches"),
-                              ("clear", _cmd_data_cache_clear, "remove decoded-image caches (all, or NAME's)")):
+    from cirbench.data.cache import KINDS
+
+    for action, func, hlp in (("list", _cmd_data_cache_list, "list the caches and what each was built from"),
+                              ("clear", _cmd_data_cache_clear, "remove caches (all, or NAME's, or of --kind)")):
         c = cache_sub.add_parser(action, help=hlp)
         if action == "clear":
             c.add_argument("name", nargs="?", default=None, metavar="NAME", help="only this dataset's caches")
+        c.add_argument("--kind", choices=sorted(KINDS), default=None,
+                       help="only caches of this kind (default: every kind)")
         c.add_argument("--cache-dir", default=str(default_cache_dir()), metavar="DIR",
                        help="the cache directory (default: %(default)s)")
         c.set_defaults(func=func)
@@ -511,8 +546,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         reg = load_registry()
         args._dataset_names = sorted(reg.datasets)
+        args._dataset_folders = sorted({d.layout.folder or n for n, d in reg.datasets.items() if d.layout})
         return args.func(reg, args)
-    except (PluginError, UnknownNameError, CliError, DatasetNotAvailable) as exc:
+    except (PluginError, UnknownNameError, CliError, DatasetNotAvailable, DatasetValidationError,
+            UnsafePathError) as exc:
         print(f"cirbench: error: {exc}", file=sys.stderr)
         return 2
 

@@ -49,7 +49,7 @@ from cirbench.results import (
     SavedModel,
 )
 from cirbench.storage import atomic_torch_save, atomic_write_json
-from cirbench.train import DivergedError, seed_everything, train
+from cirbench.train import CHECKPOINT_SECONDS, DivergedError, seed_everything, train
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,8 @@ class RunOptions:
     cache_dir: Path
     device: torch.device
     force: bool = False
-    checkpoint_every: int = 500
+    checkpoint_every: int | None = None  # steps between checkpoints (None: a tenth of the budget)
+    checkpoint_seconds: float | None = CHECKPOINT_SECONDS  # and whenever this much time has passed
     data: DataLocations | None = None  # where local datasets live (None: from the environment)
     save_model: bool = False  # keep the trained state_dict beside the result (ResultsStore.model_path)
 
@@ -215,6 +216,7 @@ class Runner:
             parts["train"] = train(
                 composer, dataset, key.protocol, key.seed,
                 checkpoint=ckpt, checkpoint_every=self.options.checkpoint_every,
+                checkpoint_seconds=self.options.checkpoint_seconds,
             )
             ev = evaluate(
                 composer, dataset, key.protocol.ks,

@@ -32,6 +32,21 @@ log = logging.getLogger(__name__)
 
 #: Loss parts are averaged over windows so the history has at most this many points.
 HISTORY_POINTS = 50
+#: Without an explicit step interval a run is checkpointed this many times over its budget,
+#: so that every protocol's runs resume, however short (``smoke``: 4 steps) or long.
+CHECKPOINTS_PER_RUN = 10
+#: ... and also whenever this many seconds have passed since the last checkpoint.
+CHECKPOINT_SECONDS = 300.0
+
+
+def checkpoint_interval(iterations: int, every: int | None = None) -> int:
+    """Steps between checkpoints: ``every`` when given (>= 1), else a tenth of the budget
+    (at least 1)."""
+    if every is not None:
+        if every < 1:
+            raise ValueError(f"checkpoint interval must be >= 1 step, got {every}")
+        return every
+    return max(1, math.ceil(iterations / CHECKPOINTS_PER_RUN))
 
 
 class DivergedError(FloatingPointError):
@@ -101,14 +116,17 @@ def train(
     protocol: Protocol,
     seed: int,
     checkpoint: Path | None = None,
-    checkpoint_every: int = 500,
+    checkpoint_every: int | None = None,
     stop_after: int | None = None,
+    checkpoint_seconds: float | None = CHECKPOINT_SECONDS,
 ) -> TrainStats:
     """Train ``composer`` on ``dataset`` for ``protocol.iterations`` steps.
 
     With ``checkpoint``, the state is saved there atomically every ``checkpoint_every`` steps
-    and training resumes from it when it exists. ``stop_after`` ends training early after
-    that many steps (for tests of resuming; the checkpoint is written first).
+    (default: :func:`checkpoint_interval`, a tenth of the budget) and whenever
+    ``checkpoint_seconds`` have passed since the last save (None: no time rule); training
+    resumes from it when it exists. ``stop_after`` ends training early after that many steps
+    (for tests of resuming; the checkpoint is written first).
     Raises :class:`DivergedError` when the summed loss is not finite.
     """
     device = composer.device
@@ -131,6 +149,8 @@ def train(
         log.info("resuming from %s at step %d", checkpoint, start_step)
 
     window = max(1, math.ceil(protocol.iterations / HISTORY_POINTS))
+    every = checkpoint_interval(protocol.iterations, checkpoint_every)
+    last_save = time.monotonic()
     composer.train()
     last_parts: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -170,11 +190,14 @@ def train(
             sums, counts = {}, 0
         done = step + 1
         at_stop = stop_after is not None and done - start_step >= stop_after
-        if checkpoint is not None and done < protocol.iterations and (done % checkpoint_every == 0 or at_stop):
+        due = done % every == 0 or at_stop or (
+            checkpoint_seconds is not None and time.monotonic() - last_save >= checkpoint_seconds)
+        if checkpoint is not None and done < protocol.iterations and due:
             _save_checkpoint(
                 checkpoint, composer, optimizers, schedulers, rng, done,
                 elapsed + time.perf_counter() - t0, sums, counts, history,
             )
+            last_save = time.monotonic()
         if at_stop:
             break
     seconds = elapsed + time.perf_counter() - t0

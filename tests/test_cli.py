@@ -80,26 +80,9 @@ def test_all_leaves_out_ablations_unless_asked(capsys):
     assert named["composers"] == ["sac-concat"] and named["seeds"] == ["3"]
 
 
-# --- bad options and unwritable or bad results: clear errors before any training ----------------
+# --- unwritable or bad results: clear errors, before any training ----------------------------
 
 RUN = ["run", "--composer", "image-only", "--dataset", "css-synth", "--protocol", "smoke"]
-
-
-@pytest.mark.parametrize("argv,expected", [
-    (RUN + ["--seed", "-1"], "argument --seed: must be an integer >= 0, got -1"),
-    (RUN + ["--seed", "x"], "argument --seed: invalid integer: 'x'"),
-    (RUN + ["--checkpoint-every", "0"], "argument --checkpoint-every: must be an integer >= 1, got 0"),
-    (RUN + ["--threads", "0"], "argument --threads: must be an integer >= 1, got 0"),
-    (["attention", "--composer", "sac", "--dataset", "css-synth", "--out", "o", "--seed", "-2"],
-     "argument --seed: must be an integer >= 0, got -2"),
-])
-def test_bad_numbers_are_refused_by_the_parser(argv, expected, tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as exit_:
-        main(argv + ["--cache-dir", "cache"])
-    assert exit_.value.code == 2
-    assert expected in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []  # nothing built, trained or written
 
 
 def _unwritable_cases(tmp_path):

@@ -590,8 +590,8 @@ def test_larger_training_batches_than_the_codes_32(tiny_bert):
 def test_embedding_cache_is_reused_from_disk_and_memory(tiny_bert, tmp_path, monkeypatch):
     first = _model(tiny_bert, cache_dir=tmp_path)
     assert first.text_features.source == "encoder"
-    files = list((tmp_path / "composeae" / "text-embeddings").glob("*.pt"))
-    assert len(files) == 1 and files[0].name.startswith("toy-tiny-bert-")
+    files = list((tmp_path / "text-embeddings").glob("*/embeddings.pt"))
+    assert len(files) == 1 and files[0].parent.name.startswith("toy-tiny-bert-")
 
     def boom(self, texts):
         raise AssertionError("the encoder must not run: the embeddings are cached")
@@ -608,16 +608,39 @@ def test_embedding_cache_is_reused_from_disk_and_memory(tiny_bert, tmp_path, mon
         ComposeAE(_ctx(cache_dir=tmp_path, texts=TEXTS[:3]), text_model=tiny_bert)
     monkeypatch.undo()
     ComposeAE(_ctx(cache_dir=tmp_path, texts=TEXTS[:3]), text_model=tiny_bert)
-    assert len(list((tmp_path / "composeae" / "text-embeddings").glob("*.pt"))) == 2
+    assert len(list((tmp_path / "text-embeddings").glob("*/embeddings.pt"))) == 2
     # order and duplicates of the texts do not matter
     k1 = text_mod.embedding_cache_key(first.text_features.encoder, TEXTS)
     k2 = text_mod.embedding_cache_key(first.text_features.encoder, list(reversed(TEXTS)) + TEXTS[:1])
     assert k1 == k2 != text_mod.embedding_cache_key(first.text_features.encoder, TEXTS[:3])
 
 
+def test_weights_replaced_in_place_are_not_served_from_either_cache(tmp_path):
+    # Same architecture, other weights (as a fine-tuned copy): config.json and every file size
+    # are equal, so only the files' times and contents tell them apart.
+    bert = _write_tiny_bert(tmp_path / "bert", seed=0)
+    cache_dir = tmp_path / "cache"
+    first = _model(bert, cache_dir=cache_dir)
+    old = first.text_features(TEXTS)
+    sizes = {p.name: p.stat().st_size for p in bert.iterdir()}
+    _write_tiny_bert(bert, seed=1)
+    assert {p.name: p.stat().st_size for p in bert.iterdir()} == sizes
+    second = _model(bert, cache_dir=cache_dir)  # same process: the memory table must not be used
+    assert second.text_features.source == "encoder"
+    new = second.text_features(TEXTS)
+    assert not torch.allclose(new, old)
+    fresh = SentenceEncoder(bert)(TEXTS)
+    torch.testing.assert_close(new, fresh)
+    text_mod.clear_memory_cache()
+    third = _model(bert, cache_dir=cache_dir)  # a new process: from the rebuilt disk cache
+    assert third.text_features.source == "disk"
+    torch.testing.assert_close(third.text_features(TEXTS), fresh)
+    assert len(list((cache_dir / "text-embeddings").glob("*/embeddings.pt"))) == 1  # rebuilt, not beside
+
+
 def test_a_damaged_cache_file_is_recomputed(tiny_bert, tmp_path):
     first = _model(tiny_bert, cache_dir=tmp_path)
-    (path,) = list((tmp_path / "composeae" / "text-embeddings").glob("*.pt"))
+    (path,) = list((tmp_path / "text-embeddings").glob("*/embeddings.pt"))
     path.write_bytes(b"not a torch file")
     text_mod.clear_memory_cache()
     again = _model(tiny_bert, cache_dir=tmp_path)

@@ -417,9 +417,10 @@ def test_sample_triplets_tirg_pairs(ds):
 
 def test_cache_is_written_atomically_and_reused(tmp_path, monkeypatch):
     first = build(SMOKE, tmp_path)
-    folder = tmp_path / f"css-synth-v{GEN_VERSION}-tiny-seed0"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [folder.name]  # no temp folders left
-    assert sorted(p.name for p in folder.iterdir()) == ["images.npy", "meta.json"]
+    folder = css_cache.cache_folder(tmp_path, "tiny", 0)
+    assert folder.parent == tmp_path / "generated" and folder.name.startswith(f"css-synth-v{GEN_VERSION}-tiny-seed0-")
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no temp folders left
+    assert sorted(p.name for p in folder.iterdir()) == ["data.json", "images.npy", "meta.json"]
     mtimes = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
 
     def boom(*a, **k):
@@ -434,11 +435,11 @@ def test_cache_is_written_atomically_and_reused(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("damage", ["missing_images", "truncated_images", "short_images",
-                                    "bad_json", "other_version", "empty_folder"])
+                                    "bad_json", "other_version", "empty_folder", "bad_record"])
 def test_corrupt_cache_is_regenerated(tmp_path, damage):
     good = build(SMOKE, tmp_path)
     folder = css_cache.cache_folder(tmp_path, "tiny", 0)
-    images_file, meta_file = folder / "images.npy", folder / "meta.json"
+    images_file, meta_file = folder / "images.npy", folder / "data.json"
     if damage == "missing_images":
         images_file.unlink()
     elif damage == "truncated_images":
@@ -451,13 +452,15 @@ def test_corrupt_cache_is_regenerated(tmp_path, damage):
         meta = json.loads(meta_file.read_text())
         meta["generator_version"] = -1
         meta_file.write_text(json.dumps(meta))
+    elif damage == "bad_record":
+        (folder / "meta.json").write_text("{not json")
     else:
         images_file.unlink()
         meta_file.unlink()
     again = build(SMOKE, tmp_path)
     assert torch.equal(good.images(range(good.num_images)), again.images(range(again.num_images)))
     assert again.queries() == good.queries()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [folder.name]
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]
     np.load(images_file)  # rewritten and readable
     assert json.loads(meta_file.read_text())["generator_version"] == GEN_VERSION
 

@@ -100,9 +100,10 @@ def test_cache_is_written_once_and_reused(tmp_path, monkeypatch):
     first = build(SMOKE, tmp_path)
     assert calls == [("tiny", 0, 64)]
     folder = fs_dataset.cache_folder(tmp_path, "tiny", 0, 64)
-    assert folder.name == f"fashion-synth-v{GEN_VERSION}-tiny-64px-seed0"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [folder.name]  # no temporary folder left
-    assert sorted(p.name for p in folder.iterdir()) == ["images.npy", "meta.json"]
+    assert folder.parent == tmp_path / "generated"
+    assert folder.name.startswith(f"fashion-synth-v{GEN_VERSION}-tiny-64px-seed0-")
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no temporary folder left
+    assert sorted(p.name for p in folder.iterdir()) == ["data.json", "images.npy", "meta.json"]
     mtimes = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
 
     second = build(SMOKE, tmp_path)
@@ -114,7 +115,7 @@ def test_cache_is_written_once_and_reused(tmp_path, monkeypatch):
     # another image size is another cache entry; a damaged entry is regenerated
     build(dataclasses.replace(SMOKE, image_size=32), tmp_path)
     assert calls[-1] == ("tiny", 0, 32) and len(calls) == 2
-    (folder / "meta.json").write_text("{broken")
+    (folder / "data.json").write_text("{broken")
     third = build(SMOKE, tmp_path)
     assert len(calls) == 3 and third.queries() == first.queries()
 

@@ -29,7 +29,7 @@ from cirbench.data import (
     decode_image,
     resolve_under,
 )
-from cirbench.data.image_cache import ArrowImageCache, cache_entries, clear_cache
+from cirbench.data.cache import ArrowImageCache, cache_entries, clear_cache
 from cirbench.data.locations import parse_overrides
 from cirbench.data.verify import verify_dataset
 from cirbench.plugins import load_registry
@@ -240,8 +240,10 @@ def test_cache_decodes_once_then_reuses(data_root, tmp_path, monkeypatch):
     build("mit-states", data_root, cache, size=32).images([0])
     assert len(opened) == 2 * ds.num_images + 1  # + the direct decode above
     entries = cache_entries(cache)
-    assert sorted(e.transform for e in entries) == ["center_crop32", "center_crop64"]
-    assert all(e.dataset == "mit-states" and e.complete and e.num_images == ds.num_images for e in entries)
+    assert sorted(e.label for e in entries) == ["v1-center_crop32-d2", "v1-center_crop64-d2"]
+    assert all(e.kind == "images" and e.name == "mit-states" and e.complete and e.entries == ds.num_images
+               for e in entries)
+    assert {e.built_from for e in entries} == {os.path.realpath(data_root / "mit-states")}
 
 
 def test_interrupted_build_leaves_no_cache(data_root, tmp_path, monkeypatch):
@@ -273,10 +275,10 @@ def test_cache_list_and_clear(data_root, tmp_path, capsys):
     assert main(["data", "cache", "list", "--cache-dir", str(cache)]) == 0
     out = capsys.readouterr().out
     assert "mit-states" in out and "fashion200k" in out and "center_crop64" in out
-    assert "no (interrupted build)" in out
+    assert "interrupted build" in out
     assert main(["data", "cache", "clear", "mit-states", "--cache-dir", str(cache)]) == 0
-    assert "1 decoded-image cache(s) of dataset mit-states removed" in capsys.readouterr().out
-    assert sorted(e.dataset for e in cache_entries(cache)) == ["css", "fashion200k"]
+    assert "1 cache(s) of mit-states removed" in capsys.readouterr().out
+    assert sorted(e.name for e in cache_entries(cache)) == ["css", "fashion200k"]
     assert main(["data", "cache", "clear", "--cache-dir", str(cache)]) == 0
     assert cache_entries(cache) == []
     assert main(["data", "cache", "clear", "nope", "--cache-dir", str(cache)]) == 2
@@ -382,7 +384,7 @@ def test_smoke_run_on_a_local_dataset(data_root, tmp_path, capsys):
             "--results", str(tmp_path / "res"), "--cache-dir", str(tmp_path / "cache"), "--threads", "1"]
     assert main(argv + ["--data", f"mit-states={data_root / 'mit-states'}"]) == 0
     assert "ok: R@1" in capsys.readouterr().out
-    assert any(e.dataset == "mit-states" for e in cache_entries(tmp_path / "cache"))
+    assert any(e.kind == "images" and e.name == "mit-states" for e in cache_entries(tmp_path / "cache"))
 
 
 # --- loaders -------------------------------------------------------------------------------------------

@@ -9,31 +9,53 @@
 * :mod:`~cirbench.data.locations`: :class:`DataLocations` (``--data-root``,
   ``$CIRBENCH_DATA``, per-dataset overrides);
 * :mod:`~cirbench.data.errors`: :class:`DatasetNotAvailable`, :class:`UnsafePathError`,
-  :class:`CorruptImageError`, :class:`AnnotationError`;
-* :mod:`~cirbench.data.paths`, :mod:`~cirbench.data.decode`,
-  :mod:`~cirbench.data.image_cache`, :mod:`~cirbench.data.verify`.
+  :class:`CorruptImageError` (and :class:`UnsupportedImageModeError`), :class:`AnnotationError`,
+  :class:`DatasetValidationError`;
+* :mod:`~cirbench.data.annotations`: the one strict reader of annotation files
+  (:func:`read_lines`, :func:`read_tsv`, :func:`read_json`, :func:`read_json_records`);
+* :mod:`~cirbench.data.validate`: the checks every dataset passes before training
+  (:func:`validate_dataset`);
+* :mod:`~cirbench.data.paths` (the rule for symbolic links), :mod:`~cirbench.data.decode`,
+  :mod:`~cirbench.data.cache` (every cache: decoded images,
+  generated datasets, text embeddings), :mod:`~cirbench.data.verify`.
 """
 
+from cirbench.data.annotations import (
+    check_name,
+    json_path,
+    read_json,
+    read_json_records,
+    read_lines,
+    read_text,
+    read_tsv,
+)
 from cirbench.data.contract import Availability, CIRDataset, DatasetSpec, Query, Triplet
-from cirbench.data.decode import ImageTransform, decode_image
+from cirbench.data.decode import ImageTransform, decode_image, display_rgb
 from cirbench.data.errors import (
     AnnotationError,
     CorruptImageError,
     DatasetNotAvailable,
+    DatasetValidationError,
+    DatasetValidationWarning,
     UnsafePathError,
-    read_json,
-    read_json_records,
+    UnsupportedImageModeError,
 )
 from cirbench.data.images import normalize_images
 from cirbench.data.layout import DataLayout, ImageEntry, PublishedCount, Requirement
 from cirbench.data.local import ImageIndex, LocalImageDataset
 from cirbench.data.locations import DataLocations, dataset_env_var, default_data_root
-from cirbench.data.paths import resolve_under
+from cirbench.data.paths import find_inside, list_inside, resolve_under
+from cirbench.data.validate import Problem, Validation, validate_dataset
 
 __all__ = [
     "AnnotationError",
+    "check_name",
+    "json_path",
     "read_json",
     "read_json_records",
+    "read_lines",
+    "read_text",
+    "read_tsv",
     "Availability",
     "CIRDataset",
     "CorruptImageError",
@@ -41,18 +63,27 @@ __all__ = [
     "DataLocations",
     "DatasetNotAvailable",
     "DatasetSpec",
+    "DatasetValidationError",
+    "DatasetValidationWarning",
+    "find_inside",
+    "list_inside",
     "ImageEntry",
     "ImageIndex",
     "ImageTransform",
     "LocalImageDataset",
+    "Problem",
     "PublishedCount",
     "Query",
     "Requirement",
     "Triplet",
     "UnsafePathError",
+    "UnsupportedImageModeError",
+    "Validation",
     "dataset_env_var",
     "decode_image",
+    "display_rgb",
     "default_data_root",
     "normalize_images",
     "resolve_under",
+    "validate_dataset",
 ]

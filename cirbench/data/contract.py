@@ -105,6 +105,15 @@ class CIRDataset(abc.ABC):
         idx = rng.integers(0, len(triplets), size=n)
         return [triplets[i] for i in idx]
 
+    def image_origin(self, image_id: int) -> tuple[str, str]:
+        """``(name, file)`` of image ``image_id`` for messages: the entry as an annotation file
+        names it and that file. Default: the id and ``""`` (a generated image)."""
+        return str(image_id), ""
+
+    def image_file(self, image_id: int) -> "Path | None":
+        """The file image ``image_id`` is read from; None for a generated image (default)."""
+        return None
+
     def describe(self) -> dict:
         """Sizes and facts recorded with every result."""
         qs = self.queries()
@@ -179,12 +188,21 @@ class DatasetSpec:
         return Availability(True, str(root))
 
     def create(
-        self, protocol: "Protocol", cache_dir: "Path | str | None", data: "DataLocations | None" = None
+        self, protocol: "Protocol", cache_dir: "Path | str | None", data: "DataLocations | None" = None,
+        validate: bool = True,
     ) -> CIRDataset:
         """Build the dataset: ``build(protocol, cache_dir)`` for an embedded one; for a local
         one, find its folder under ``data``, check it (raising
         :class:`~cirbench.data.errors.DatasetNotAvailable`) and ``build(protocol, cache_dir, root)``.
-        A build that returns anything but a :class:`CIRDataset` raises :class:`DatasetTypeError`."""
+        A build that returns anything but a :class:`CIRDataset` raises :class:`DatasetTypeError`.
+
+        With ``validate`` (the default; the runner's way) the built dataset then goes through
+        :func:`cirbench.data.validate.validate_dataset`: errors (no triplets, no queries, no
+        query answerable, a gallery listing an image twice, ids out of range) raise
+        :class:`~cirbench.data.errors.DatasetValidationError` naming each file and entry;
+        some unanswerable queries give a :class:`~cirbench.data.errors.DatasetValidationWarning`.
+        The conformance suite builds with ``validate=False`` and reports each check on its own."""
+        root = None
         if self.layout is None:
             ds = self.build(protocol, cache_dir)
         else:
@@ -195,4 +213,8 @@ class DatasetSpec:
             raise DatasetTypeError(
                 f"dataset {self.name!r}: build returned {type(ds).__name__}, expected a cirbench.CIRDataset"
             )
+        if validate:
+            from cirbench.data.validate import check_dataset_or_raise
+
+            check_dataset_or_raise(ds, self.name, self.layout, root)
         return ds

@@ -54,17 +54,52 @@ class DatasetNotAvailable(FileNotFoundError):
 
 class UnsafePathError(ValueError):
     """A manifest entry (an image path in an annotation file) resolves outside the dataset
-    root (``..``, an absolute path, or a symbolic link leading out)."""
+    root (``..``, an absolute path, or a symbolic link leading out).
 
-    def __init__(self, entry: str, source: Path | str, root: Path | str, detail: str = "") -> None:
+    Attributes: ``entry``, ``source`` (the annotation file, or where the entry was met),
+    ``root``, and ``link`` (a :class:`cirbench.data.paths.OutsideLink`: the path component
+    that is a link, what it says and where it resolves; None when no link is at fault).
+    """
+
+    def __init__(self, entry: str, source: Path | str, root: Path | str, detail: str = "", link=None) -> None:
         self.entry = entry
         self.source = str(source)
         self.root = str(root)
+        self.link = link
+        if link is not None:
+            from cirbench.data.paths import LINK_FIX
+
+            super().__init__(
+                f"{self.source}: entry {entry!r} goes through the symbolic link {link}, which leads out "
+                f"of the dataset folder {self.root}; refused ({LINK_FIX})"
+            )
+            return
         extra = f" ({detail})" if detail else ""
         super().__init__(
             f"{self.source}: entry {entry!r} resolves outside the dataset root {self.root}{extra}; "
             "refused (annotation files may only name files under the root)"
         )
+
+
+class DatasetValidationError(ValueError):
+    """A built dataset that cannot be trained or evaluated: no training triplets, no test
+    queries, no query with a target in its gallery, a gallery listing an image twice, ids out
+    of range. ``problems`` (each naming its annotation file and entry where there is one) are
+    listed one a line; ``name`` and ``root`` (None for an embedded dataset) say which dataset."""
+
+    def __init__(self, name: str, problems: Sequence[object], root: Path | str | None = None) -> None:
+        self.name = name
+        self.problems = list(problems)
+        self.root = None if root is None else Path(root)
+        where = f" at {self.root}" if self.root is not None else ""
+        lines = [f"dataset {name!r}{where} cannot be used ({len(self.problems)} problem(s)):"]
+        lines += [f"  - {p}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+
+class DatasetValidationWarning(UserWarning):
+    """A built dataset that can be used but has a flaw worth saying, e.g. some queries have no
+    correct target in their gallery (Recall counts them as misses)."""
 
 
 class CorruptImageError(OSError):
@@ -79,6 +114,15 @@ class CorruptImageError(OSError):
         return f"cannot decode image {self.path}: {self.detail}"
 
 
+class UnsupportedImageModeError(CorruptImageError):
+    """An image that decodes but whose mode (or value range) cirbench has no rule to show as
+    RGB (:func:`cirbench.data.decode.display_rgb`); the message names the file and the mode."""
+
+    def __init__(self, path: Path | str, mode: str, detail: str) -> None:
+        self.mode = mode
+        super().__init__(path, f"unsupported image mode {mode!r}: {detail}")
+
+
 class AnnotationError(ValueError):
     """An annotation file whose content is malformed; the message names the file (and line)."""
 
@@ -87,28 +131,3 @@ class AnnotationError(ValueError):
         self.line = line
         where = f"{self.source}:{line}" if line is not None else self.source
         super().__init__(f"{where}: {detail}")
-
-
-def read_json(root: Path | str, rel: str) -> object:
-    """The JSON content of annotation file ``rel`` under ``root``; malformed JSON raises
-    :class:`AnnotationError` naming the file and line."""
-    import json
-
-    try:
-        with open(Path(root) / rel, encoding="utf-8") as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise AnnotationError(rel, f"not valid JSON: {exc.msg}", exc.lineno) from exc
-
-
-def read_json_records(root: Path | str, rel: str) -> list[dict]:
-    """Annotation file ``rel`` as a JSON list of objects (the form of FashionIQ's, Shoes' and
-    CIRR's caption files); anything else raises :class:`AnnotationError` naming the file and
-    the first bad entry."""
-    data = read_json(root, rel)
-    if not isinstance(data, list):
-        raise AnnotationError(rel, f"expected a JSON list of pairs, got {type(data).__name__}")
-    for n, item in enumerate(data):
-        if not isinstance(item, dict):
-            raise AnnotationError(rel, f"entry {n}: expected an object, got {type(item).__name__}")
-    return data

@@ -7,19 +7,21 @@ subclass): its default folder name, where it is published, the files that must e
 count) and the published counts that ``cirbench data verify`` compares against
 (:class:`PublishedCount`). :meth:`DataLayout.check` is cheap (globs only, no decoding): it
 decides whether a dataset is *available*; :meth:`DataLayout.image_entries` lists every image
-the annotation files reference, for ``data verify``.
+the annotation files reference, for ``data verify``. Patterns are searched by
+:func:`cirbench.data.paths.find_inside`: symbolic links inside the dataset folder are followed,
+a link leading out of it is a problem naming the link and its target (the rule of
+:mod:`cirbench.data.paths`).
 """
 
 from __future__ import annotations
 
-import glob
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 from cirbench.data.errors import DatasetNotAvailable
 from cirbench.data.locations import DataLocations
+from cirbench.data.paths import LINK_FIX, Found, OutsideLink, find_inside
 
 
 @dataclass(frozen=True)
@@ -33,11 +35,15 @@ class Requirement:
     min_count: int = 1
     kind: str = "file"
 
+    def search(self, root: Path) -> Found:
+        """The matching files (or folders) under ``root`` and the symbolic links leading out
+        of ``root`` that the search met (not followed; see :func:`~cirbench.data.paths.find_inside`)."""
+        return find_inside(root, self.pattern, self.kind)
+
     def found(self, root: Path) -> int:
-        """How many matching files (or folders) are under ``root``."""
-        matches = glob.glob(os.path.join(glob.escape(str(root)), self.pattern), recursive="**" in self.pattern)
-        test = os.path.isdir if self.kind == "dir" else os.path.isfile
-        return sum(1 for m in matches if test(m))
+        """How many matching files (or folders) are under ``root`` (through links that stay
+        inside it)."""
+        return len(self.search(root).paths)
 
     def describe(self, found: int) -> str:
         what = f" ({self.what})" if self.what else ""
@@ -45,6 +51,12 @@ class Requirement:
         if self.min_count > 1:
             need = f"at least {self.min_count} {'folders' if self.kind == 'dir' else 'files'}"
         return f"expected {need} matching {self.pattern}{what}, found {found}"
+
+
+def refusal(pattern: str, link: OutsideLink) -> str:
+    """A layout problem: the search for ``pattern`` met ``link``, which leads out of the root."""
+    return (f"{link.link}: the symbolic link {link} leads out of the dataset folder (met looking for "
+            f"{pattern}); refused: {LINK_FIX}")
 
 
 @dataclass(frozen=True)
@@ -79,9 +91,14 @@ class DataLayout:
         url: where the dataset is published (shown when it is missing).
         requirements: what must exist for the dataset to count as available.
         image_globs: fallback for :meth:`image_entries`: image files found by these patterns.
+        train_files, test_files: the annotation files (in words, e.g.
+            ``captions/cap.*.train.json``) the training triplets and the test queries come
+            from, named when none is built (:mod:`cirbench.data.validate`).
     """
 
     folder: str = ""
+    train_files: str = ""
+    test_files: str = ""
     url: str = ""
     requirements: tuple[Requirement, ...] = ()
     image_globs: tuple[str, ...] = ()
@@ -99,17 +116,30 @@ class DataLayout:
 
     # --- availability ---------------------------------------------------------------------------
     def problems(self, root: Path) -> list[str]:
-        """What is missing under ``root`` (empty when every requirement is met)."""
+        """What is missing under ``root`` and which symbolic links met by the requirements'
+        searches lead out of it, refusals first (empty when every requirement is met)."""
         if not root.exists():
             return ["the folder does not exist"]
         if not root.is_dir():
             return [f"{root} is not a folder"]
         out = []
+        refused: dict[str, tuple[str, OutsideLink]] = {}
         for req in self.requirements:
-            n = req.found(root)
-            if n < req.min_count:
-                out.append(req.describe(n))
-        return out
+            found = req.search(root)
+            for link in found.outside:
+                refused.setdefault(link.link, (req.pattern, link))
+            if len(found.paths) < req.min_count:
+                out.append(req.describe(len(found.paths)))
+        return [refusal(pattern, link) for pattern, link in refused.values()] + out
+
+    def outside_links(self, root: Path) -> list[OutsideLink]:
+        """The symbolic links leading out of ``root`` that the requirements' searches meet
+        (each is one of :meth:`problems`)."""
+        out: dict[str, OutsideLink] = {}
+        for req in self.requirements:
+            for link in req.search(root).outside:
+                out.setdefault(link.link, link)
+        return list(out.values())
 
     def check(self, name: str, root: Path, data: DataLocations | None = None) -> None:
         """Raise :class:`DatasetNotAvailable` (with what was expected where, and where the
@@ -133,9 +163,9 @@ class DataLayout:
         :class:`~cirbench.data.errors.AnnotationError` for a malformed one)."""
         out: list[ImageEntry] = []
         for pattern in self.image_globs:
-            for path in sorted(glob.glob(os.path.join(glob.escape(str(root)), pattern), recursive=True)):
-                if os.path.isfile(path):
-                    out.append(ImageEntry(os.path.relpath(path, root).replace(os.sep, "/"), pattern))
+            found = find_inside(root, pattern, "file")
+            out += [ImageEntry(p, pattern) for p in found.paths]
+            out += [ImageEntry(link.link, pattern) for link in found.outside]  # refused by data verify
         return out
 
     def published_counts(self) -> Sequence[PublishedCount]:

@@ -9,12 +9,20 @@ A loader for a real dataset subclasses :class:`LocalImageDataset`:
 * :meth:`LocalImageDataset.load`: read the annotation files under ``self.root``, register
   each image with ``self.index.add(entry, source_file)`` (which refuses entries that leave the
   root) and fill ``self.triplets``, ``self.test_queries``, ``self.gallery_ids`` (and
-  ``self.group_galleries`` for a gallery per query group);
+  ``self.group_galleries`` for a gallery per query group); list folders with
+  :func:`~cirbench.data.paths.list_inside`, so symbolic links follow the rule of
+  :mod:`cirbench.data.paths`. :meth:`~cirbench.DatasetSpec.create` validates what ``load``
+  built (:mod:`cirbench.data.validate`); raise
+  :class:`~cirbench.data.errors.DatasetValidationError` yourself for a reason only the loader
+  knows;
 * :meth:`LocalImageDataset.dataset_spec` gives the :class:`~cirbench.DatasetSpec` to return
   from the ``cirbench_datasets`` hook.
 
 Images are decoded with the class's transform at the protocol's ``image_size`` and served
-from the decoded-image cache (:mod:`cirbench.data.image_cache`) when a cache folder is given.
+from the decoded-image cache (:class:`cirbench.data.cache.ArrowImageCache`) when a cache folder
+is given: keyed by the root's real path and the entries, rebuilt when an image file changes,
+and an image deleted since the cache was built raises
+:class:`~cirbench.data.errors.CorruptImageError` naming it.
 Real datasets use their canonical splits at every ``dataset_scale``.
 """
 
@@ -28,7 +36,7 @@ import torch
 
 from cirbench.data.contract import CIRDataset, DatasetSpec, Query, Triplet
 from cirbench.data.decode import ImageTransform, decode_image
-from cirbench.data.image_cache import ArrowImageCache
+from cirbench.data.cache import ArrowImageCache
 from cirbench.data.layout import DataLayout
 from cirbench.data.locations import DataLocations
 from cirbench.data.paths import normalise_entry, resolve_under
@@ -38,8 +46,9 @@ class ImageIndex:
     """Image ids for relative paths under ``root``, in the order they are added.
 
     :meth:`add` checks every entry with :func:`~cirbench.data.paths.resolve_under` (an entry
-    resolving outside the root raises :class:`~cirbench.data.errors.UnsafePathError` naming
-    it and its annotation file) and gives an entry added twice its first id.
+    resolving outside the root, by ``..`` or by a symbolic link leading out, raises
+    :class:`~cirbench.data.errors.UnsafePathError` naming it, its annotation file and the link)
+    and gives an entry added twice its first id.
     """
 
     def __init__(self, root: Path | str) -> None:
@@ -48,6 +57,7 @@ class ImageIndex:
         self.files: list[Path] = []
         self.sources: list[str] = []
         self._ids: dict[str, int] = {}
+        self._folders: dict = {}  # folder prefix -> real path or OutsideLink (resolve_under's memo)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -59,7 +69,7 @@ class ImageIndex:
         found = self._ids.get(rel)
         if found is not None:
             return found
-        path = resolve_under(self.root, rel, source)
+        path = resolve_under(self.root, rel, source, self._folders)
         self._ids[rel] = len(self.entries)
         self.entries.append(rel)
         self.files.append(path)
@@ -100,7 +110,7 @@ class LocalImageDataset(CIRDataset):
         self.gallery_ids = np.asarray(self.gallery_ids, dtype=np.int64)
         self._cache = (
             ArrowImageCache(cache_dir, self.name, self.version, self.transform,
-                            self.index.entries, self.index.files)
+                            self.index.entries, self.index.files, root=self.root)
             if cache_dir is not None else None
         )
 
@@ -159,6 +169,14 @@ class LocalImageDataset(CIRDataset):
 
     def has_group_galleries(self) -> bool:
         return self.group_galleries is not None
+
+    def image_origin(self, image_id: int) -> tuple[str, str]:
+        """The entry of image ``image_id`` and the annotation file that first listed it."""
+        i = int(image_id)
+        return self.index.entries[i], self.index.sources[i]
+
+    def image_file(self, image_id: int) -> Path:
+        return self.path_of(image_id)
 
     def describe(self) -> dict:
         d = super().describe()

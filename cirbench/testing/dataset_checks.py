@@ -14,12 +14,12 @@ when it passes.
 from __future__ import annotations
 
 import json
-import numbers
-from typing import Iterable, Sequence, Union
+from typing import Sequence, Union
 
 import numpy as np
 import torch
 
+from cirbench.data import validate
 from cirbench.data.contract import CIRDataset, DatasetSpec, Query, Triplet
 from cirbench.testing.base import fail
 from cirbench.testing.context import CheckContext
@@ -31,25 +31,9 @@ Subject = Union[str, DatasetSpec]
 SAMPLE_SIZES = (1, 7, 16)
 
 
-def _is_id(x: object) -> bool:
-    return isinstance(x, (numbers.Integral, np.integer)) and not isinstance(x, bool)
-
-
-def _groups(ds: CIRDataset) -> list[str]:
-    return sorted({q.group for q in ds.queries()})
-
-
 def _galleries(ds: CIRDataset) -> dict[str | None, np.ndarray]:
     """The shared gallery and, with per-group galleries, each group's."""
-    out: dict[str | None, np.ndarray] = {None: ds.gallery()}
-    if ds.has_group_galleries():
-        for g in _groups(ds):
-            out[g] = ds.gallery(g)
-    return out
-
-
-def _bad_ids(ids: Iterable[object], n: int) -> list[object]:
-    return [i for i in ids if not _is_id(i) or not 0 <= int(i) < n]  # type: ignore[arg-type]
+    return validate.galleries(ds)
 
 
 def _first(items: Sequence[object], limit: int = 5) -> str:
@@ -57,87 +41,47 @@ def _first(items: Sequence[object], limit: int = 5) -> str:
     return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
 
 
+def _fail_first(problems: Sequence[validate.Problem]) -> None:
+    if problems:
+        fail(problems[0].message if problems[0].path.endswith("()") else str(problems[0]))
+
+
 def check_not_empty(dataset: Subject, ctx: CheckContext) -> None:
     """At least one image, one training triplet and one test query; ``queries()`` and
     ``train_triplets()`` hold :class:`~cirbench.Query` and :class:`~cirbench.Triplet` records."""
     ds = ctx.build_dataset(dataset)
-    n = ds.num_images
-    if not _is_id(n) or n < 1:
-        fail(f"num_images is {n!r}, expected a positive int")
-    triplets, queries = list(ds.train_triplets()), list(ds.queries())
-    if not triplets:
-        fail("train_triplets() is empty")
-    if not queries:
-        fail("queries() is empty")
-    wrong = [type(t).__name__ for t in triplets if not isinstance(t, Triplet)]
+    _fail_first(validate.emptiness_problems(ds))
+    wrong = [type(t).__name__ for t in ds.train_triplets() if not isinstance(t, Triplet)]
     if wrong:
         fail(f"train_triplets() holds {wrong[0]} objects, expected cirbench.Triplet")
-    wrong = [type(q).__name__ for q in queries if not isinstance(q, Query)]
+    wrong = [type(q).__name__ for q in ds.queries() if not isinstance(q, Query)]
     if wrong:
         fail(f"queries() holds {wrong[0]} objects, expected cirbench.Query")
 
 
 def check_image_ids(dataset: Subject, ctx: CheckContext) -> None:
-    """Every gallery (the shared one, and each group's when ``has_group_galleries()``) is a 1-D
-    integer array of unique ids in ``[0, num_images)``."""
-    ds = ctx.build_dataset(dataset)
-    n = ds.num_images
-    for group, gallery in _galleries(ds).items():
-        where = "gallery()" if group is None else f"gallery({group!r})"
-        arr = np.asarray(gallery)
-        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-            fail(f"{where} is {arr.dtype} with shape {arr.shape}, expected a 1-D int64 array")
-        if arr.size == 0:
-            fail(f"{where} is empty")
-        bad = arr[(arr < 0) | (arr >= n)]
-        if bad.size:
-            fail(f"{where} has ids outside [0, {n}): {_first(bad.tolist())}")
-        values, counts = np.unique(arr, return_counts=True)
-        if (counts > 1).any():
-            fail(f"{where} lists ids more than once: {_first(values[counts > 1].tolist())}")
+    """Every gallery (the shared one, and each group's when ``has_group_galleries()``) is a
+    non-empty 1-D integer array of unique ids in ``[0, num_images)``, no two read from the
+    same file (:func:`cirbench.data.validate.gallery_problems`)."""
+    _fail_first(validate.gallery_problems(ctx.build_dataset(dataset)))
 
 
 def check_references_valid(dataset: Subject, ctx: CheckContext) -> None:
     """Every triplet's reference and target and every query's reference and targets are integer
-    image ids in ``[0, num_images)``."""
-    ds = ctx.build_dataset(dataset)
-    n = ds.num_images
-    for i, t in enumerate(ds.train_triplets()):
-        bad = _bad_ids((t.reference, t.target), n)
-        if bad:
-            fail(f"training triplet {i} ({t}) has invalid image ids {_first(bad)}; valid: ints in [0, {n})")
-    for i, q in enumerate(ds.queries()):
-        bad = _bad_ids((q.reference, *q.targets), n)
-        if bad:
-            fail(f"query {i} ({q}) has invalid image ids {_first(bad)}; valid: ints in [0, {n})")
+    image ids in ``[0, num_images)`` (:func:`cirbench.data.validate.id_problems`)."""
+    _fail_first(validate.id_problems(ctx.build_dataset(dataset)))
 
 
 def check_query_targets_in_gallery(dataset: Subject, ctx: CheckContext) -> None:
     """Every query has at least one correct target, and all of them lie in the gallery it is
     ranked against (its group's when ``has_group_galleries()``, else the shared one). A query
-    with ``candidates`` lists only ids of that gallery, and its targets are among them."""
+    with ``candidates`` lists only ids of that gallery, and its targets are among them.
+    Stricter than :func:`cirbench.data.validate.validate_dataset`, which refuses a dataset
+    only when no query can be answered."""
     ds = ctx.build_dataset(dataset)
-    galleries = {g: set(np.asarray(a).tolist()) for g, a in _galleries(ds).items()}
-    per_group = ds.has_group_galleries()
-    for i, q in enumerate(ds.queries()):
-        if not q.targets:
-            fail(f"query {i} ({q.text!r}, reference {q.reference}) has no correct target")
-        key = q.group if per_group else None
-        missing = [t for t in q.targets if int(t) not in galleries[key]]
-        if missing:
-            where = f"gallery({q.group!r})" if per_group else "the gallery"
-            fail(f"query {i} ({q.text!r}, reference {q.reference}, group {q.group!r}): correct "
-                 f"target(s) {_first(missing)} are not in {where}, so the query can never be answered")
-        candidates = getattr(q, "candidates", None)
-        if candidates is not None:
-            outside = [c for c in candidates if int(c) not in galleries[key]]
-            if outside:
-                fail(f"query {i} ({q.text!r}, reference {q.reference}): candidates {_first(outside)} "
-                     "are not in the gallery it is ranked against")
-            left_out = [t for t in q.targets if int(t) not in {int(c) for c in candidates}]
-            if left_out:
-                fail(f"query {i} ({q.text!r}, reference {q.reference}): correct target(s) "
-                     f"{_first(left_out)} are not among its candidates, so they can never be hit")
+    issues = validate.query_issues(ds)
+    if issues:
+        fail(issues[0].describe(ds))
 
 
 def check_images(dataset: Subject, ctx: CheckContext) -> None:

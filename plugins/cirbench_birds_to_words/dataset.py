@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from cirbench import Query, Triplet
-from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement
+from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement, read_tsv
 from cirbench.data.layout import ImageEntry
 
 URL = "https://github.com/google-research-datasets/birds-to-words"
@@ -59,22 +59,18 @@ def read_rows(root: Path) -> list[tuple[str, str, str, str, int]]:
     """``(image 1 entry, image 2 entry, split, description, line)`` of every row of the TSV;
     raises :class:`AnnotationError` naming the file, line and column for bad content."""
     out = []
-    with open(Path(root) / TSV, encoding="utf-8", errors="replace") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            fields = line.rstrip("\r\n").split("\t")
-            if n == 1 and fields[0].strip() == COLUMNS[0]:
-                continue  # the header
-            if len(fields) != len(COLUMNS):
-                raise AnnotationError(TSV, f"expected {len(COLUMNS)} tab-separated columns, got {len(fields)}", n)
-            row = dict(zip(COLUMNS, (f.strip() for f in fields)))
-            if row["split"] not in SPLITS:
-                raise AnnotationError(TSV, f"column 'split' is {row['split']!r}, expected one of {SPLITS}", n)
-            if not row["description"]:
-                raise AnnotationError(TSV, "column 'description' is empty", n)
-            out.append((image_entry(row["img1ImgURL"], TSV, n), image_entry(row["img2ImgURL"], TSV, n),
-                        row["split"], row["description"], n))
+    for n, fields in read_tsv(root, TSV):
+        if n == 1 and fields[0].strip() == COLUMNS[0]:
+            continue  # the header
+        if len(fields) != len(COLUMNS):
+            raise AnnotationError(TSV, f"expected {len(COLUMNS)} tab-separated columns, got {len(fields)}", n)
+        row = dict(zip(COLUMNS, (f.strip() for f in fields)))
+        if row["split"] not in SPLITS:
+            raise AnnotationError(TSV, f"column 'split' is {row['split']!r}, expected one of {SPLITS}", n)
+        if not row["description"]:
+            raise AnnotationError(TSV, "column 'description' is empty", n)
+        out.append((image_entry(row["img1ImgURL"], TSV, n), image_entry(row["img2ImgURL"], TSV, n),
+                    row["split"], row["description"], n))
     return out
 
 
@@ -85,6 +81,8 @@ class BirdsToWordsLayout(DataLayout):
 
     folder = "birds-to-words"
     url = URL
+    train_files = f"{TSV} (rows of split train)"
+    test_files = f"{TSV} (rows of split test)"
     requirements = (
         Requirement(TSV, "the annotations"),
         Requirement("images", "the downloaded images, images/<host>/<path of the URL>", kind="dir"),

@@ -98,6 +98,8 @@ class CirrLayout(DataLayout):
 
     folder = "cirr"
     url = URL
+    train_files = captions_file("train")
+    test_files = captions_file("val")
     requirements = (
         *(Requirement(captions_file(s), f"{s} captions") for s in SPLITS),
         *(Requirement(split_file(s), f"{s} image list") for s in SPLITS),

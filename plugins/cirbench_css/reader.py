@@ -6,6 +6,10 @@ split holds ``objects_img`` (per image, a list of objects: dicts with ``color``,
 ``size``, ``pos``), ``mods`` (dicts with parallel lists ``from`` / ``to`` of image indices and
 the text ``to_str``) and optionally ``labels`` (per image; an image's caption is
 ``str(label)``, by default its own index).
+
+Text: a Python 2 byte string is read as latin-1, as REFERENCE.md §1.1 says to load the file:
+one character per byte, so reading never fails and two different byte strings never become
+one text (unlike decoding with replacement). Python 2 unicode strings arrive as they were.
 """
 
 from __future__ import annotations

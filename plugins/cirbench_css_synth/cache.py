@@ -1,11 +1,11 @@
 """The css-synth cache: generate once per (generator version, scale, seed), reuse after.
 
-The folder ``cache_dir / f"css-synth-v{GEN_VERSION}-{scale}-seed{seed}"`` holds
-``images.npy`` (``uint8 [N, 64, 64, 3]``) and ``meta.json`` (see
-:func:`cirbench_css_synth.generator.generate`), managed by the core's generated-data cache
-(:mod:`cirbench.gencache`): written atomically, and a folder that fails validation (missing
-or unreadable file, other version / scale / seed, count mismatch) is logged, removed and
-regenerated.
+The data of ``(scale, seed)`` is a generated-dataset cache of the core
+(:func:`cirbench.data.cache.load_or_generate`, kind ``generated``, key: the generator
+version, scale and seed) in :func:`cache_folder`: ``images.npy`` (``uint8 [N, 64, 64, 3]``)
+and ``data.json`` (see :func:`cirbench_css_synth.generator.generate`), written atomically; a
+folder that fails validation (missing or unreadable file, other version / scale / seed, count
+mismatch) is logged, removed and regenerated. ``cirbench data cache list`` shows it.
 """
 
 from __future__ import annotations
@@ -15,25 +15,32 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from cirbench import gencache
+from cirbench.data import cache
 from cirbench_css_synth.generator import CANVAS, GEN_VERSION, generate
 
-IMAGES_FILE = gencache.IMAGES_FILE
-META_FILE = gencache.META_FILE
+NAME = "css-synth"
+
+
+def _params(scale: str, seed: int) -> dict[str, Any]:
+    return {"generator_version": GEN_VERSION, "scale": scale, "seed": seed}
+
+
+def _label(scale: str, seed: int) -> str:
+    return f"v{GEN_VERSION}-{scale}-seed{seed}"
 
 
 def cache_folder(cache_dir: Path | str, scale: str, seed: int) -> Path:
     """Where the data of ``(scale, seed)`` is cached under ``cache_dir``."""
-    return Path(cache_dir) / f"css-synth-v{GEN_VERSION}-{scale}-seed{seed}"
+    return cache.generated_key(NAME, _params(scale, seed), _label(scale, seed)).folder(cache_dir)
 
 
 def _check_meta(images: np.ndarray, meta: Mapping[str, Any]) -> None:
     n = meta["num_images"]
     if len(meta.get("scenes", ())) != n or len(meta.get("labels", ())) != n:
-        raise ValueError(f"{META_FILE}: scenes/labels do not have {n} entries")
+        raise ValueError(f"{cache.DATA_FILE}: scenes/labels do not have {n} entries")
     for field in ("triplets", "queries", "splits"):
         if field not in meta:
-            raise ValueError(f"{META_FILE}: field {field!r} missing")
+            raise ValueError(f"{cache.DATA_FILE}: field {field!r} missing")
 
 
 def load_or_generate(
@@ -41,11 +48,10 @@ def load_or_generate(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """``(images, meta)`` for ``(scale, seed)``: from the cache when it is valid, else
     generated (and cached when ``cache_dir`` is given)."""
-    return gencache.load_or_generate(
-        None if cache_dir is None else cache_folder(cache_dir, scale, seed),
+    return cache.load_or_generate(
+        cache_dir, NAME, _params(scale, seed),
         lambda: generate(scale, seed),  # looked up at call time (tests replace it)
-        expected={"generator_version": GEN_VERSION, "scale": scale, "seed": seed},
         image_shape=(CANVAS, CANVAS, 3),
         check=_check_meta,
-        what="css-synth",
+        label=_label(scale, seed),
     )

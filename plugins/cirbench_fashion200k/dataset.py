@@ -26,19 +26,20 @@ under ``<root>/women/{dresses,jackets,pants,skirts,tops}/...``), and ``<root>/te
 
 from __future__ import annotations
 
-import glob
 import os
 from pathlib import Path
 
 import numpy as np
 
 from cirbench import Query, Triplet
-from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement
+from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement, read_lines, read_tsv
 from cirbench.data.layout import ImageEntry
+from cirbench.data.paths import list_inside
 
 URL = "https://github.com/xthan/fashion-200k (test_queries.txt: https://github.com/google/tirg)"
 CATEGORIES = ("dresses", "jackets", "pants", "skirts", "tops")
 PAIRS_PER_IMAGE = 2
+QUERIES = "test_queries.txt"
 POOL_SEED = 0
 
 
@@ -49,9 +50,9 @@ def clean_caption(caption: str) -> str:
 
 
 def label_files(root: Path, split: str) -> list[Path]:
-    """``labels/*_{split}_*.txt``, sorted."""
-    pattern = os.path.join(glob.escape(str(root)), "labels", f"*_{split}_*.txt")
-    return [Path(p) for p in sorted(glob.glob(pattern))]
+    """``labels/*_{split}_*.txt``, sorted; a symbolic link leading out of the root raises
+    :class:`~cirbench.data.UnsafePathError` (:func:`~cirbench.data.paths.list_inside`)."""
+    return [Path(root) / rel for rel in list_inside(root, f"labels/*_{split}_*.txt", "file", source="labels/")]
 
 
 def read_labels(root: Path, split: str) -> list[tuple[str, str, str, int]]:
@@ -62,14 +63,24 @@ def read_labels(root: Path, split: str) -> list[tuple[str, str, str, int]]:
         raise AnnotationError(Path(root) / "labels", f"no label file matches *_{split}_*.txt")
     for f in files:
         rel = os.path.relpath(f, root)
-        with open(f, encoding="utf-8", errors="replace") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                parts = line.rstrip("\n").split("\t")
-                if len(parts) < 3:
-                    raise AnnotationError(rel, f"expected 'path<TAB>score<TAB>caption', got {line.strip()!r}", n)
-                out.append((parts[0].strip(), clean_caption(parts[2]), rel, n))
+        for n, parts in read_tsv(root, rel):
+            if len(parts) < 3:
+                got = "\t".join(parts).strip()
+                raise AnnotationError(rel, f"expected 'path<TAB>score<TAB>caption', got {got!r}", n)
+            out.append((parts[0].strip(), clean_caption(parts[2]), rel, n))
+    return out
+
+
+def read_queries(root: Path) -> list[tuple[str, str, int]]:
+    """``(source path, target path, line number)`` of every line of ``test_queries.txt``."""
+    out = []
+    for n, line in enumerate(read_lines(root, QUERIES), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise AnnotationError(QUERIES, f"expected 'source_path target_path', got {line.strip()!r}", n)
+        out.append((parts[0], parts[1], n))
     return out
 
 
@@ -100,15 +111,18 @@ def mod_text(source: str, target: str) -> str:
 class Fashion200kLayout(DataLayout):
     folder = "fashion200k"
     url = URL
+    train_files = "labels/*_train_*.txt (a pair needs two training captions that differ by one word)"
+    test_files = "test_queries.txt"
     requirements = (
         Requirement("labels/*_train_*.txt", "training label files"),
         Requirement("labels/*_test_*.txt", "test label files"),
-        Requirement("test_queries.txt", "TIRG's test queries"),
+        Requirement(QUERIES, "TIRG's test queries"),
         Requirement("women", "the image folders", kind="dir"),
     )
 
     def image_entries(self, root: Path) -> list[ImageEntry]:
-        return [ImageEntry(p, f"{src}:{n}") for s in ("train", "test") for p, _, src, n in read_labels(root, s)]
+        labels = [ImageEntry(p, f"{src}:{n}") for s in ("train", "test") for p, _, src, n in read_labels(root, s)]
+        return labels + [ImageEntry(e, f"{QUERIES}:{n}") for *pair, n in read_queries(root) for e in pair]
 
     def published_counts(self) -> list[PublishedCount]:
         def categories(root: Path) -> int:
@@ -187,23 +201,16 @@ class Fashion200kDataset(LocalImageDataset):
         for i in test:
             by_caption.setdefault(self.captions[i], []).append(i)
         queries = []
-        qfile = self.root / "test_queries.txt"
-        with open(qfile, encoding="utf-8", errors="replace") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                parts = line.split()
-                if len(parts) != 2:
-                    raise AnnotationError(qfile, f"expected 'source_path target_path', got {line.strip()!r}", n)
-                ids = []
-                for entry in parts:
-                    i = self.index.get(entry)
-                    if i is None or i not in test_set:
-                        raise AnnotationError(qfile, f"{entry!r} is not an image of the test label files", n)
-                    ids.append(i)
-                s, t = ids
-                cs, ct = self.captions[s], self.captions[t]
-                queries.append(Query(s, mod_text(cs, ct), tuple(by_caption[ct])))
+        for *pair, n in read_queries(self.root):
+            ids = []
+            for entry in pair:
+                i = self.index.get(entry)
+                if i is None or i not in test_set:
+                    raise AnnotationError(QUERIES, f"{entry!r} is not an image of the test label files", n)
+                ids.append(i)
+            s, t = ids
+            cs, ct = self.captions[s], self.captions[t]
+            queries.append(Query(s, mod_text(cs, ct), tuple(by_caption[ct])))
         self.test_queries = queries
 
     def train_texts(self) -> list[str]:

@@ -16,7 +16,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from cirbench import CIRDataset, Protocol, Query, Triplet, gencache
+from cirbench import CIRDataset, Protocol, Query, Triplet
+from cirbench.data import cache
 from cirbench_fashion_synth.generator import GEN_VERSION, generate
 from cirbench_fashion_synth.products import Product
 
@@ -24,18 +25,30 @@ GENERATION_SEED = 0
 """The data are fixed by the protocol, not by the training seed."""
 
 
+NAME = "fashion-synth"
+
+
+def _params(scale: str, seed: int, size: int) -> dict[str, Any]:
+    return {"generator_version": GEN_VERSION, "scale": scale, "seed": seed, "image_size": size}
+
+
+def _label(scale: str, seed: int, size: int) -> str:
+    return f"v{GEN_VERSION}-{scale}-{size}px-seed{seed}"
+
+
 def cache_folder(cache_dir: Path | str, scale: str, seed: int, size: int) -> Path:
-    """Where the data of ``(scale, seed, size)`` is cached under ``cache_dir``."""
-    return Path(cache_dir) / f"fashion-synth-v{GEN_VERSION}-{scale}-{size}px-seed{seed}"
+    """Where the data of ``(scale, seed, size)`` is cached under ``cache_dir`` (a
+    generated-dataset cache of :mod:`cirbench.data.cache`)."""
+    return cache.generated_key(NAME, _params(scale, seed, size), _label(scale, seed, size)).folder(cache_dir)
 
 
 def _check_meta(images: np.ndarray, meta: Mapping[str, Any]) -> None:
     n = meta["num_images"]
     if len(meta.get("products", ())) != n:
-        raise ValueError(f"meta.json: products do not have {n} entries")
+        raise ValueError(f"{cache.DATA_FILE}: products do not have {n} entries")
     for field in ("triplets", "queries", "splits", "galleries"):
         if field not in meta:
-            raise ValueError(f"meta.json: field {field!r} missing")
+            raise ValueError(f"{cache.DATA_FILE}: field {field!r} missing")
 
 
 def load_or_generate(
@@ -43,13 +56,12 @@ def load_or_generate(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """``(images, meta)`` for ``(scale, seed, size)``: from the cache folder when it is
     valid, else generated (and written there when ``cache_dir`` is given)."""
-    return gencache.load_or_generate(
-        None if cache_dir is None else cache_folder(cache_dir, scale, seed, size),
+    return cache.load_or_generate(
+        cache_dir, NAME, _params(scale, seed, size),
         lambda: generate(scale, seed, size),  # looked up at call time (tests count calls)
-        expected={"generator_version": GEN_VERSION, "scale": scale, "seed": seed, "image_size": size},
         image_shape=(size, size, 3),
         check=_check_meta,
-        what="fashion-synth",
+        label=_label(scale, seed, size),
     )
 
 

@@ -43,6 +43,7 @@ import numpy as np
 from cirbench import Query, Triplet
 from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement, read_json, read_json_records
 from cirbench.data.layout import ImageEntry
+from cirbench.data.paths import list_inside
 
 URL = "https://github.com/XiaoxiaoGuo/fashion-iq"
 CATEGORIES = ("dress", "shirt", "toptee")
@@ -94,17 +95,18 @@ def read_split(root: Path, category: str, split: str) -> list[str]:
 
 
 def image_names(root: Path) -> dict[str, str]:
-    """asin -> file name of the images under ``images/`` (``.jpg`` preferred)."""
-    folder = Path(root) / "images"
+    """asin -> file name of the images under ``images/`` (``.jpg`` preferred); a symbolic link
+    leading out of the root raises :class:`~cirbench.data.UnsafePathError`
+    (:func:`~cirbench.data.paths.list_inside`)."""
     found: dict[str, str] = {}
-    if folder.is_dir():
-        for name in sorted(os.listdir(folder)):
-            stem, suffix = os.path.splitext(name)
-            if suffix.lower() in IMAGE_SUFFIXES:
-                best = found.get(stem)
-                if best is None or IMAGE_SUFFIXES.index(suffix.lower()) < IMAGE_SUFFIXES.index(
-                        os.path.splitext(best)[1].lower()):
-                    found[stem] = name
+    for rel in list_inside(root, "images/*", "file", source="images/"):
+        name = rel.split("/", 1)[1]
+        stem, suffix = os.path.splitext(name)
+        if suffix.lower() in IMAGE_SUFFIXES:
+            best = found.get(stem)
+            if best is None or IMAGE_SUFFIXES.index(suffix.lower()) < IMAGE_SUFFIXES.index(
+                    os.path.splitext(best)[1].lower()):
+                found[stem] = name
     return found
 
 
@@ -126,6 +128,8 @@ class FashionIQLayout(DataLayout):
 
     folder = "fashioniq"
     url = URL
+    train_files = "captions/cap.{dress,shirt,toptee}.train.json"
+    test_files = "captions/cap.{dress,shirt,toptee}.val.json"
     requirements = (
         *(Requirement(captions_file(c, s), f"{c} {s} captions") for s in SPLITS for c in CATEGORIES),
         Requirement("image_splits/split.*.train.json", "training image lists", min_count=3),

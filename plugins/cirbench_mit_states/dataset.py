@@ -21,14 +21,23 @@ images, each in sorted folder and file order.
 
 from __future__ import annotations
 
-import os
+import glob
 from pathlib import Path
 
 import numpy as np
 
 from cirbench import Query, Triplet
-from cirbench.data import DataLayout, LocalImageDataset, PublishedCount, Requirement
+from cirbench.data import (
+    DataLayout,
+    DatasetValidationError,
+    LocalImageDataset,
+    Problem,
+    PublishedCount,
+    Requirement,
+    check_name,
+)
 from cirbench.data.layout import ImageEntry
+from cirbench.data.paths import list_inside
 
 URL = "http://web.mit.edu/phillipi/Public/states_and_transformations/index.html"
 POOL_SEED = 0
@@ -46,26 +55,30 @@ TEST_NOUNS = (
 
 
 def annotated_folders(root: Path) -> list[tuple[str, str, str]]:
-    """``(folder, adj, noun)`` of every annotated class folder under ``images/``, sorted."""
-    images = Path(root) / "images"
+    """``(folder, adj, noun)`` of every annotated class folder under ``images/``, sorted. A
+    symbolic link leading out of the root (``images`` or a class folder) raises
+    :class:`~cirbench.data.UnsafePathError` naming it (:func:`~cirbench.data.paths.list_inside`)."""
     out = []
-    for name in sorted(os.listdir(images)) if images.is_dir() else []:
+    for rel in list_inside(root, "images/* *", "dir", source="images/"):
+        name = rel.split("/", 1)[1]
         parts = name.split()
-        if len(parts) != 2 or parts[0] == "adj" or not (images / name).is_dir():
+        if len(parts) != 2 or parts[0] == "adj":
             continue
-        out.append((name, parts[0], parts[1]))
+        out.append((check_name(name, "images/"), parts[0], parts[1]))
     return out
 
 
 def class_images(root: Path, folder: str) -> list[str]:
     """Relative paths of the images of class ``folder``, sorted."""
-    d = Path(root) / "images" / folder
-    return [f"images/{folder}/{f}" for f in sorted(os.listdir(d)) if f.lower().endswith(IMAGE_SUFFIXES)]
+    return [rel for rel in list_inside(root, f"images/{glob.escape(folder)}/*", "file", source=f"images/{folder}/")
+            if rel.lower().endswith(IMAGE_SUFFIXES)]
 
 
 class MitStatesLayout(DataLayout):
     folder = "mit-states"
     url = URL
+    train_files = "images/<adj> <noun>/ of the training nouns (all but TIRG's 49 test nouns)"
+    test_files = "images/<adj> <noun>/ of TIRG's 49 test nouns (a query needs a test noun with two adjectives)"
     requirements = (
         Requirement("images/* *", "class folders named '<adj> <noun>'", kind="dir"),
         Requirement("images/* */*.jpg", "images"),
@@ -138,6 +151,13 @@ class MitStatesDataset(LocalImageDataset):
                 if self.adj[t1] != self.adj[t2]:
                     break
             triplets += [Triplet(i, self.adj[t1], t1), Triplet(i, self.adj[t2], t2)]
+        if not triplets:
+            shown = ", ".join(sorted(by_caption)[:5]) + (", ..." if len(by_caption) > 5 else "")
+            raise DatasetValidationError(self.name, [Problem("images/", (
+                f"no training noun has two adjectives (images/ has {len(by_caption)} class folder(s) with "
+                f"images for {len(noun_adjs)} training noun(s){': ' + shown if shown else ''}): cannot build "
+                "training pairs (TIRG pairs two images of one noun with different adjectives); is the "
+                "dataset extracted in full?"))], self.root)
         self.triplets = triplets
         self.train_ids = np.asarray(train, dtype=np.int64)
         self.train_captions = sorted(by_caption)

@@ -34,8 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from cirbench import Query, Triplet
-from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement, read_json_records
+from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement, read_json_records, read_lines
 from cirbench.data.layout import ImageEntry
+from cirbench.data.paths import list_inside
 
 URL = ("https://github.com/XiaoxiaoGuo/fashion-retrieval/tree/master/dataset (images: the Attribute "
        "Discovery dataset, http://tamaraberg.com/attributesDataset/index.html)")
@@ -44,6 +45,7 @@ TRAIN_NAMES = "train_im_names.txt"
 EVAL_NAMES = "eval_im_names.txt"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 FIELDS = ("ReferenceImageName", "ImageName", "RelativeCaption")
+IMAGE_SEARCH = "**/womens_*/**"  # every file below a womens_* folder
 
 
 def read_captions(root: Path) -> list[tuple[str, str, str]]:
@@ -60,27 +62,23 @@ def read_captions(root: Path) -> list[tuple[str, str, str]]:
 
 def read_names(root: Path, rel: str) -> list[str]:
     """The image names of a name list (blank lines skipped)."""
-    with open(Path(root) / rel, encoding="utf-8") as fh:
-        return [line.strip() for line in fh if line.strip()]
+    return [line.strip() for line in read_lines(root, rel) if line.strip()]
 
 
 def image_paths(root: Path) -> dict[str, str]:
     """Image file name -> path relative to the root, for every image under a ``womens_*``
-    folder. Raises :class:`AnnotationError` when a name occurs twice (it would be ambiguous)."""
-    root = Path(root)
+    folder (symbolic links inside the root followed, each real folder once). Raises
+    :class:`AnnotationError` when a name occurs twice (it would be ambiguous), and
+    :class:`~cirbench.data.UnsafePathError` for a symbolic link leading out of the root met
+    on the search (:func:`~cirbench.data.paths.list_inside`)."""
     found: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
-        if not any(p.startswith("womens_") for p in rel_dir.split("/")):
+    for rel in list_inside(root, IMAGE_SEARCH, "file", source=f"the search for {IMAGE_SEARCH}"):
+        name = rel.rsplit("/", 1)[-1]
+        if os.path.splitext(name)[1].lower() not in IMAGE_SUFFIXES:
             continue
-        for name in sorted(filenames):
-            if os.path.splitext(name)[1].lower() not in IMAGE_SUFFIXES:
-                continue
-            rel = f"{rel_dir}/{name}"
-            if name in found:
-                raise AnnotationError(rel, f"image name {name!r} also found at {found[name]}; names must be unique")
-            found[name] = rel
+        if name in found:
+            raise AnnotationError(rel, f"image name {name!r} also found at {found[name]}; names must be unique")
+        found[name] = rel
     return found
 
 
@@ -90,6 +88,8 @@ class ShoesLayout(DataLayout):
 
     folder = "shoes"
     url = URL
+    train_files = f"{CAPTIONS} (captions whose two images are in {TRAIN_NAMES})"
+    test_files = f"{CAPTIONS} (captions whose two images are in {EVAL_NAMES})"
     requirements = (
         Requirement(CAPTIONS, "the relative captions"),
         Requirement(TRAIN_NAMES, "training image names"),
