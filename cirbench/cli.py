@@ -155,6 +155,7 @@ def _names(reg: Registry, kind: str, given: list[str] | None, all_: bool,
 
 
 def _cmd_run(reg: Registry, args: argparse.Namespace) -> int:
+    from cirbench.results import ResultsNotWritableError, RunResult
     from cirbench.runner import Runner, RunOptions
 
     protocol = reg.protocol(args.protocol)
@@ -180,8 +181,9 @@ def _cmd_run(reg: Registry, args: argparse.Namespace) -> int:
     rows: list[list] = []
     counter = {"n": 0}
     t0 = time.perf_counter()
+    k1 = f"R@{protocol.ks[0]}"
 
-    def on_event(kind, key, result):
+    def on_event(kind: str, key, result: RunResult | None) -> None:
         if kind == "start":
             counter["n"] += 1
             print(f"[{counter['n']}/{total}] {key} ...", flush=True)
@@ -189,15 +191,18 @@ def _cmd_run(reg: Registry, args: argparse.Namespace) -> int:
         if kind == "skip":
             counter["n"] += 1
             print(f"[{counter['n']}/{total}] {key}: result exists, skipped (--force redoes it)")
-        r1 = ((result or {}).get("metrics") or {}).get("overall", {}).get(f"R@{protocol.ks[0]}")
-        status = result["status"] if result else "?"
+        r1 = result.metrics.overall.get(k1) if result is not None and result.metrics else None
+        status = result.status if result is not None else "?"
         if kind == "done":
-            detail = f"R@{protocol.ks[0]} = {100 * r1:.1f}" if r1 is not None else (result.get("error") or "")
-            print(f"    {status}: {detail} ({result.get('wall_seconds', 0):.0f} s)", flush=True)
+            detail = f"{k1} = {100 * r1:.1f}" if r1 is not None else (result.error or "")
+            print(f"    {status}: {detail} ({result.wall_seconds:.0f} s)", flush=True)
         rows.append([key.dataset, key.composer, key.seed, status if kind == "done" else "skipped",
                      "" if r1 is None else f"{100 * r1:.1f}"])
 
-    report = runner.run_grid(protocol, datasets, composers, seeds, on_event)
+    try:
+        report = runner.run_grid(protocol, datasets, composers, seeds, on_event)
+    except ResultsNotWritableError as exc:
+        raise CliError(f"--results {args.results}: {exc}; nothing was run") from exc
     print()
     print(tabulate(rows, headers=["dataset", "composer", "seed", "status", f"R@{protocol.ks[0]}"]))
     print(f"\n{len(report.ran)} ran, {len(report.skipped)} skipped, {len(report.failed)} failed, "
@@ -208,7 +213,15 @@ def _cmd_run(reg: Registry, args: argparse.Namespace) -> int:
               + " (see `cirbench data verify NAME`; --data-root / $CIRBENCH_DATA say where to look)")
     for key, err in report.failed:
         print(f"FAILED {key}: {err}", file=sys.stderr)
-    return 1 if report.failed else 0
+    for unsaved in report.unsaved:
+        r = unsaved.result
+        shown = (f"Its metrics: {', '.join(f'{k} = {100 * v:.1f}' for k, v in r.metrics.overall.items())}"
+                 if r.metrics else f"It {r.status}: {r.error}")
+        print(f"NOT SAVED {unsaved}. {shown}", file=sys.stderr)
+    if report.unsaved:
+        print(f"{len(report.unsaved)} result(s) could not be written to {args.results}: copy the "
+              "saved file(s) named above into it (same relative path) to keep them", file=sys.stderr)
+    return 1 if report.failed or report.unsaved else 0
 
 
 def _cmd_attention(reg: Registry, args: argparse.Namespace) -> int:
@@ -275,6 +288,8 @@ def _cmd_leaderboard(reg: Registry, args: argparse.Namespace) -> int:
     store = ResultsStore(args.results)
     if not store.root.exists():
         raise CliError(f"--results {args.results}: no such folder (run `cirbench run` first)")
+    if not store.root.is_dir():
+        raise CliError(f"--results {args.results}: not a folder")
     written = write_leaderboard(store, Path(args.out), plots=not args.no_plots)
     for path in written:
         print(f"wrote {path}")

@@ -14,32 +14,33 @@ from typing import Iterable
 import pandas as pd
 from tabulate import tabulate
 
+from cirbench.results import RunResult
 from cirbench.storage import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 
-def results_frame(results: Iterable[dict]) -> pd.DataFrame:
+def results_frame(results: Iterable[RunResult]) -> pd.DataFrame:
     """One row per result: identity, status, R@K, parameters and times."""
     rows = []
     for r in results:
         row = {
-            "protocol": r["protocol"]["name"],
-            "hash": r["protocol"]["hash"],
-            "dataset": r["dataset"]["name"],
-            "composer": r["composer"]["name"],
-            "plugin": r["composer"].get("distribution") or r["composer"].get("plugin", ""),
-            "seed": r["seed"],
-            "status": r["status"],
-            "params_total": (r.get("params") or {}).get("total"),
-            "params_trainable": (r.get("params") or {}).get("trainable"),
-            "train_s": (r.get("train") or {}).get("seconds"),
-            "eval_s": (r.get("eval") or {}).get("seconds"),
-            "device": r.get("device", ""),
-            "pretrained": bool(r["protocol"]["fields"].get("pretrained")),
+            "protocol": r.protocol.name,
+            "hash": r.protocol.hash,
+            "dataset": r.dataset.name,
+            "composer": r.composer.name,
+            "plugin": r.composer.distribution or r.composer.plugin or "",
+            "seed": r.seed,
+            "status": r.status,
+            "params_total": r.params.total if r.params else None,
+            "params_trainable": r.params.trainable if r.params else None,
+            "train_s": r.train.seconds if r.train else None,
+            "eval_s": r.eval.seconds if r.eval else None,
+            "device": r.device,
+            "pretrained": bool(r.protocol.fields.get("pretrained")),
         }
-        for k, v in ((r.get("metrics") or {}).get("overall") or {}).items():
-            row[k] = v
+        if r.metrics:
+            row.update(r.metrics.overall)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -123,8 +124,10 @@ def _plot(summary: pd.DataFrame, title: str, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def write_leaderboard(results: Iterable[dict], out_dir: Path, plots: bool = True) -> list[Path]:
-    """Write the leaderboard under ``out_dir``; returns the Markdown files written."""
+def write_leaderboard(results: Iterable[RunResult], out_dir: Path, plots: bool = True) -> list[Path]:
+    """Write the leaderboard of ``results`` (e.g. a :class:`cirbench.results.ResultsStore`,
+    which skips unreadable files with a warning) under ``out_dir``; returns the Markdown
+    files written."""
     df = results_frame(results)
     out_dir = Path(out_dir)
     written: list[Path] = []

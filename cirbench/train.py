@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 import random
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from cirbench.data.contract import CIRDataset
 from cirbench.data.images import normalize_images
 from cirbench.progress import progress_bar
 from cirbench.protocol import Protocol
+from cirbench.results import TrainStats
 from cirbench.storage import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -64,21 +65,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@dataclass
-class TrainStats:
-    """What training reports: steps, time, throughput and the loss history per part."""
-
-    iterations: int
-    seconds: float
-    samples_per_second: float
-    final_loss: dict[str, float]
-    history: list[dict] = field(default_factory=list)
-    resumed_from: int = 0
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
 def make_batch(dataset: CIRDataset, triplets, device: torch.device | str) -> TrainBatch:
     """Load and normalise the images of ``triplets`` into a :class:`TrainBatch`."""
     refs = [t.reference for t in triplets]
@@ -102,9 +88,12 @@ def _schedulers(optimizers, protocol: Protocol):
 
 
 def _rng_state(rng: np.random.Generator) -> dict:
+    """Every generator's state, in types ``torch.load(weights_only=True)`` accepts (numpy's
+    global MT19937 key array as a list of ints)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy_global": np.random.get_state(),
+        "numpy_global": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
         "numpy": rng.bit_generator.state,
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -113,7 +102,8 @@ def _rng_state(rng: np.random.Generator) -> dict:
 
 def _restore_rng_state(rng: np.random.Generator, state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy_global"])
+    kind, keys, pos, has_gauss, cached = state["numpy_global"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     rng.bit_generator.state = state["numpy"]
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
@@ -147,7 +137,7 @@ def train(
     schedulers = _schedulers(optimizers, protocol)
     start_step, elapsed, sums, counts, history = 0, 0.0, {}, 0, []
     if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        state = load_checkpoint(checkpoint, device)
         composer.load_state_dict(state["model"])
         for opt, s in zip(optimizers, state["optimizers"]):
             opt.load_state_dict(s)
@@ -221,6 +211,32 @@ def train(
         history=history,
         resumed_from=start_step,
     )
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be loaded (not a checkpoint, or it holds objects other than
+    tensors and plain values, which are never unpickled)."""
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
+    """The training state saved at ``path`` by :func:`train`, loaded with
+    ``torch.load(weights_only=True)``: tensors, numbers, strings and containers only, never
+    arbitrary pickled objects. Raises :class:`CheckpointError` naming the file otherwise."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} cannot be loaded safely (only tensors and plain values are "
+            f"accepted): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; delete it "
+            "(or run with --force) to start the run over") from exc
+    missing = [k for k in _CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is not a cirbench training checkpoint "
+                              f"(missing {', '.join(missing)}); delete it (or run with --force)")
+    return state
+
+
+_CHECKPOINT_KEYS = ("step", "elapsed", "model", "optimizers", "schedulers", "rng", "sums", "counts", "history")
 
 
 def _save_checkpoint(path, composer, optimizers, schedulers, rng, step, elapsed, sums, counts, history):

@@ -61,11 +61,11 @@ def test_save_model_is_recorded(run_dirs):
     _, res, _ = run_dirs
     store, key = ResultsStore(res), _key()
     result = store.read(key)
-    assert result["status"] == "ok"
+    assert result.status == "ok"
     path = store.model_path(key)
     assert path.name == "seed0.model.pt" and path.parent == store.path(key).parent
-    assert result["saved_model"]["path"] == f"{key.protocol.label}/css-synth/sac/seed0.model.pt"
-    assert (res / result["saved_model"]["path"]).stat().st_size == result["saved_model"]["bytes"] > 0
+    assert result.saved_model.path == f"{key.protocol.label}/css-synth/sac/seed0.model.pt"
+    assert (res / result.saved_model.path).stat().st_size == result.saved_model.bytes > 0
     assert not list(res.rglob("*.tmp")) and not list(res.rglob("*.ckpt"))
 
 
@@ -78,9 +78,9 @@ def test_saved_model_reproduces_the_metrics(run_dirs):
     composer = load_saved_model(runner.build_composer(key, dataset), runner.store.model_path(key))
     ev = evaluate(composer, dataset, key.protocol.ks,
                   batch_size=key.protocol.eval_batch_size, chunk=key.protocol.eval_chunk)
-    stored = runner.store.read(key)["metrics"]
-    assert ev.overall == stored["overall"]
-    assert ev.groups == stored["groups"]
+    stored = runner.store.read(key).metrics
+    assert ev.overall == stored.overall
+    assert ev.groups == stored.groups
 
 
 def test_attention_command_writes_overlays_and_index(run_dirs, capsys):
@@ -129,7 +129,7 @@ def test_without_save_model_no_model_file_and_attention_names_it(run_dirs, capsy
             "--results", str(res), "--cache-dir", str(cache)]
     assert main(argv) == 0
     store, key = ResultsStore(res), _key(seed=1)
-    assert store.read(key)["status"] == "ok" and "saved_model" not in store.read(key)
+    assert store.read(key).status == "ok" and store.read(key).saved_model is None
     assert not store.model_path(key).exists()
     assert sorted(p.name for p in res.rglob("*.model.pt")) == ["seed0.model.pt"]
     capsys.readouterr()
@@ -139,10 +139,10 @@ def test_without_save_model_no_model_file_and_attention_names_it(run_dirs, capsy
     # asking for the model later runs the finished run again, now keeping it
     assert main(argv + ["--save-model"]) == 0
     assert "1 ran, 0 skipped" in capsys.readouterr().out
-    assert store.model_path(key).exists() and "saved_model" in store.read(key)
+    assert store.model_path(key).exists() and store.read(key).saved_model is not None
     # a forced rerun without --save-model removes the model that no longer matches its result
     assert main(argv + ["--force"]) == 0
-    assert not store.model_path(key).exists() and "saved_model" not in store.read(key)
+    assert not store.model_path(key).exists() and store.read(key).saved_model is None
 
 
 # --- the core module, with tiny composers --------------------------------------------------------
@@ -198,3 +198,29 @@ def test_compute_and_save_overlays(tmp_path):
         compute_attention_maps(_NoMaps(_ctx()), imgs, ["a", "b"])
     with pytest.raises(ValueError, match="'grid': negative values"):
         compute_attention_maps(_Tiny(_ctx(), sign=-1.0), imgs, ["a", "b"])
+
+
+class _TouchOnLoad:
+    """Unpickling this object creates a file: what a malicious model file could do."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (self.path,))
+
+
+def test_saved_model_loads_tensors_only(tmp_path):
+    import pickle
+
+    a, b = _Tiny(_ctx()), _Tiny(_ctx())
+    torch.save(a.state_dict(), tmp_path / "ok.model.pt")
+    load_saved_model(b, tmp_path / "ok.model.pt")
+    assert torch.equal(a.lin.weight, b.lin.weight)
+    marker = tmp_path / "pwned"
+    torch.save({**a.state_dict(), "evil": _TouchOnLoad(marker)}, tmp_path / "evil.model.pt")
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_saved_model(b, tmp_path / "evil.model.pt")
+    assert not marker.exists()

@@ -714,7 +714,7 @@ def test_trains_and_evaluates_end_to_end(tiny_bert, css_tiny, tmp_path):
     model = ComposeAE(ctx, text_model=tiny_bert)
     ckpt = tmp_path / "ckpt.pt"
     train(model, css_tiny, proto, seed=0, checkpoint=ckpt, stop_after=1)
-    state = torch.load(ckpt, weights_only=False)["model"]
+    state = torch.load(ckpt, weights_only=True)["model"]
     assert not any(".encoder.model." in k for k in state)  # the frozen weights are not saved
     model = ComposeAE(ctx, text_model=tiny_bert)
     stats = train(model, css_tiny, proto, seed=0, checkpoint=ckpt)  # resumes (strict load)

@@ -4,6 +4,9 @@ divergence, evaluation rules end to end."""
 from __future__ import annotations
 
 import dataclasses
+import io
+import pathlib
+import random
 
 import numpy as np
 import pytest
@@ -13,7 +16,7 @@ from cirbench import CIRDataset, Composer, ComposerContext, Query, Triplet
 from cirbench.metrics import NO_HIT
 from cirbench.evaluate import evaluate
 from cirbench.plugins import load_registry
-from cirbench.train import DivergedError, seed_everything, train
+from cirbench.train import CheckpointError, DivergedError, seed_everything, train
 
 
 def _build(name, protocol, dataset):
@@ -57,6 +60,51 @@ def test_interrupted_training_resumes_exactly(smoke, css_tiny, tmp_path):
     assert stats.history == ref.history
     for (n, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), n
+
+
+def test_generator_states_survive_a_weights_only_checkpoint():
+    from cirbench.train import _restore_rng_state, _rng_state
+
+    seed_everything(5)
+    rng = np.random.default_rng(5)
+    rng.random(3), np.random.rand(7), random.random(), torch.rand(2)
+    buf = io.BytesIO()
+    torch.save(_rng_state(rng), buf)
+    expected = (random.random(), np.random.rand(4).tolist(), rng.random(4).tolist(), torch.rand(4))
+    seed_everything(99)
+    rng = np.random.default_rng(99)
+    _restore_rng_state(rng, torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
+    got = (random.random(), np.random.rand(4).tolist(), rng.random(4).tolist(), torch.rand(4))
+    assert got[:3] == expected[:3] and torch.equal(got[3], expected[3])
+
+
+class _TouchOnLoad:
+    """Unpickling this object creates a file: what a malicious checkpoint could do."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.path,))
+
+
+def test_a_checkpoint_holding_an_arbitrary_object_is_refused(smoke, css_tiny, tmp_path):
+    ckpt = tmp_path / "run.ckpt"
+    proto = dataclasses.replace(smoke, iterations=3)
+    train(_build("concat", proto, css_tiny), css_tiny, proto, seed=0, checkpoint=ckpt, stop_after=1)
+    state = torch.load(ckpt, weights_only=True)  # what train writes loads safely
+    marker = tmp_path / "pwned"
+    state["history"].append(_TouchOnLoad(marker))
+    torch.save(state, ckpt)
+    with pytest.raises(CheckpointError, match=f"checkpoint {ckpt} cannot be loaded safely") as err:
+        train(_build("concat", proto, css_tiny), css_tiny, proto, seed=0, checkpoint=ckpt)
+    assert "--force" in str(err.value) and not marker.exists()
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=str(ckpt)):
+        train(_build("concat", proto, css_tiny), css_tiny, proto, seed=0, checkpoint=ckpt)
+    torch.save({"step": 1}, ckpt)
+    with pytest.raises(CheckpointError, match="not a cirbench training checkpoint .missing elapsed, model"):
+        train(_build("concat", proto, css_tiny), css_tiny, proto, seed=0, checkpoint=ckpt)
 
 
 def test_non_finite_loss_raises_diverged(smoke, css_tiny, pixel_mean_cls):

@@ -7,21 +7,33 @@ import pandas as pd
 import pytest
 
 from cirbench.leaderboard import results_frame, summarise, write_leaderboard
+from cirbench.results import (
+    EvalStats,
+    Metrics,
+    ParamCounts,
+    ProtocolRef,
+    ProviderRef,
+    RunResult,
+    TrainStats,
+)
 
 
 def _result(composer, seed, r1, r5, proto="quick", phash="aaaa", dataset="css-synth", status="ok"):
-    return {
-        "status": status,
-        "protocol": {"name": proto, "hash": phash, "fields": {"pretrained": False}},
-        "dataset": {"name": dataset},
-        "composer": {"name": composer, "plugin": "p", "distribution": "dist-" + composer},
-        "seed": seed,
-        "metrics": None if status != "ok" else {"overall": {"R@1": r1, "R@5": r5}},
-        "params": {"total": 2_500_000, "trainable": 2_000_000},
-        "train": {"seconds": 10.0 + seed},
-        "eval": {"seconds": 1.0},
-        "device": "cpu: test",
-    }
+    ok = status == "ok"
+    return RunResult(
+        status=status,
+        error=None if ok else "RuntimeError: boom",
+        protocol=ProtocolRef(proto, phash, 1, {"pretrained": False}),
+        dataset=ProviderRef(dataset),
+        composer=ProviderRef(composer, plugin="p", distribution="dist-" + composer),
+        seed=seed,
+        metrics=Metrics({"R@1": r1, "R@5": r5}) if ok else None,
+        params=ParamCounts(total=2_500_000, trainable=2_000_000, frozen=500_000),
+        train=TrainStats(iterations=10, seconds=10.0 + seed, samples_per_second=1.0, final_loss={}),
+        eval=EvalStats(seconds=1.0, num_queries=10, gallery_size=10, queries_per_second=10.0),
+        device="cpu: test", versions={}, plugins={}, cirbench_version="0.1.0", git_commit=None,
+        created="2026-01-01T00:00:00+00:00", wall_seconds=12.0, peak_memory_mb=100.0,
+    )
 
 
 RESULTS = [

@@ -354,11 +354,13 @@ def test_list_marks_availability(data_root, tmp_path, capsys):
 
 
 def test_run_all_skips_unavailable_datasets(data_root, tmp_path, capsys, monkeypatch):
+    from types import SimpleNamespace
+
     import cirbench.runner
 
     ran: list[str] = []
-    monkeypatch.setattr(cirbench.runner.Runner, "run_one",
-                        lambda self, key: ran.append(key.dataset) or {"status": "ok", "wall_seconds": 0})
+    done = SimpleNamespace(status="ok", error=None, metrics=None, wall_seconds=0)  # what the CLI reads of a RunResult
+    monkeypatch.setattr(cirbench.runner.Runner, "run_one", lambda self, key: ran.append(key.dataset) or done)
     import shutil
 
     shutil.rmtree(data_root / "fashion200k")

@@ -3,8 +3,10 @@ divergence, what every result records."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import tempfile
 
 import pytest
 import torch
@@ -12,7 +14,8 @@ import torch
 import cirbench
 from cirbench import ComposerSpec, hookimpl
 from cirbench.plugins import load_registry
-from cirbench.results import ResultsStore, RunKey
+import cirbench.results as results_mod
+from cirbench.results import ResultsNotWritableError, ResultsStore, RunKey, read_result
 from cirbench.runner import Runner, RunOptions
 from cirbench.storage import atomic_write_json
 
@@ -50,12 +53,12 @@ def runner(registry, tmp_path, css_tiny, smoke):
 def test_failure_is_isolated_and_recorded(runner, smoke):
     names = ["broken", "pixel-mean", "nan", "not-a-composer"]
     report = runner.run_grid(smoke, ["css-synth"], names, [0])
-    status = {k.composer: runner.store.read(k)["status"] for k in report.ran}
+    status = {k.composer: runner.store.read(k).status for k in report.ran}
     assert status == {"broken": "failed", "pixel-mean": "ok", "nan": "diverged", "not-a-composer": "failed"}
     broken = runner.store.read(RunKey(smoke, "css-synth", "broken", 0))
-    assert "boom in training_loss" in broken["error"] and "Traceback" in broken["traceback"]
+    assert "boom in training_loss" in broken.error and "Traceback" in broken.traceback
     bad_type = runner.store.read(RunKey(smoke, "css-synth", "not-a-composer", 0))
-    assert "expected a cirbench.Composer" in bad_type["error"]
+    assert "expected a cirbench.Composer" in bad_type.error
     assert [k.composer for k, _ in report.failed] == ["broken", "not-a-composer"]
     assert [k.composer for k in report.diverged] == ["nan"]
 
@@ -145,5 +148,61 @@ def test_interrupted_run_resumes_from_checkpoint(runner, smoke, monkeypatch):
     assert runner.store.checkpoint_path(key).exists() and runner.store.read(key) is None
     monkeypatch.setattr(runner_mod, "train", real_train)
     result = runner.run_one(key)
-    assert result["status"] == "ok" and result["train"]["resumed_from"] == 2
+    assert result.status == "ok" and result.train.resumed_from == 2
     assert not runner.store.checkpoint_path(key).exists()
+
+
+def test_an_unwritable_results_folder_stops_the_grid_before_anything_is_built(runner, smoke, monkeypatch):
+    runner.store.root.write_text("a file, not a folder")
+    runner._datasets.clear()  # building the dataset would also show that work started
+    built = []
+    monkeypatch.setattr(runner, "dataset", lambda *a: built.append(a))
+    with pytest.raises(ResultsNotWritableError, match=f"cannot write results in {runner.store.root}"):
+        runner.run_grid(smoke, ["css-synth"], ["pixel-mean"], [0])
+    assert built == [] and runner.store.root.read_text() == "a file, not a folder"
+
+
+def _disk_full_under(root, monkeypatch):
+    """Writing any file under ``root`` fails as on a full disk (what the store writes with)."""
+    real = results_mod.atomic_write_json
+
+    def write(path, obj):
+        if os.fspath(path).startswith(root):
+            raise OSError(errno.ENOSPC, "No space left on device", os.fspath(path))
+        real(path, obj)
+
+    monkeypatch.setattr(results_mod, "atomic_write_json", write)
+
+
+def test_a_result_that_cannot_be_written_is_kept_in_a_fallback_file(runner, smoke, monkeypatch, caplog):
+    _disk_full_under(str(runner.store.root), monkeypatch)
+    report = runner.run_grid(smoke, ["css-synth"], ["pixel-mean", "broken"], [0])
+    assert [k.composer for k in report.ran] == ["pixel-mean", "broken"]  # the grid went on
+    assert [u.key.composer for u in report.unsaved] == ["pixel-mean", "broken"]
+    assert [k.composer for k, _ in report.failed] == ["broken"]
+    ok = report.unsaved[0]
+    assert ok.path == runner.store.path(ok.key) and not ok.path.exists()
+    assert ok.fallback == runner.options.cache_dir / "unsaved-results" / ok.key.relpath().with_suffix(".json")
+    saved = read_result(ok.fallback)
+    assert saved == ok.result and saved.status == "ok"
+    assert set(saved.metrics.overall) == {f"R@{k}" for k in smoke.ks}
+    assert "No space left on device" in caplog.text and str(ok.fallback) in caplog.text
+    # the cache cannot be written either: the system's temporary folder
+    runner.options.cache_dir = runner.store.root.parent / "cache-file"
+    runner.options.cache_dir.write_text("not a folder")
+    monkeypatch.setattr(tempfile, "tempdir", str(runner.store.root.parent / "systmp"))
+    report = runner.run_grid(smoke, ["css-synth"], ["pixel-mean"], [0])
+    fallback = report.unsaved[0].fallback
+    assert fallback == runner.store.root.parent / "systmp" / "cirbench" / "unsaved-results" / ok.key.relpath().with_suffix(".json")
+    assert read_result(fallback) == report.unsaved[0].result
+
+
+def test_a_malformed_result_counts_as_not_done(runner, smoke, caplog):
+    key = RunKey(smoke, "css-synth", "pixel-mean", 0)
+    path = runner.store.path(key)
+    path.parent.mkdir(parents=True)
+    path.write_text("null")
+    report = runner.run_grid(smoke, ["css-synth"], ["pixel-mean"], [0])
+    assert report.ran == [key] and report.skipped == []
+    assert f"ignoring result file {path}: expected a JSON object, got null" in caplog.text
+    assert runner.store.read(key).status == "ok"
