@@ -29,7 +29,7 @@ def results_frame(results: Iterable[RunResult]) -> pd.DataFrame:
             "hash": r.protocol.hash,
             "dataset": r.dataset.name,
             "composer": r.composer.name,
-            "plugin": r.composer.distribution or r.composer.plugin or "",
+            "plugin": _provider(r.composer),
             "seed": r.seed,
             "status": r.status,
             "params_total": r.params.total if r.params else None,
@@ -43,6 +43,16 @@ def results_frame(results: Iterable[RunResult]) -> pd.DataFrame:
             row.update(r.metrics.overall)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _provider(who) -> str:
+    """The plugin and its distribution, as ``cirbench list`` names them: ``tirg (cirbench 0.1.0)``."""
+    if not who.plugin:
+        return who.distribution or ""
+    if not who.distribution:
+        return who.plugin
+    version = f" {who.version}" if who.version else ""
+    return f"{who.plugin} ({who.distribution}{version})"
 
 
 def _recall_columns(df: pd.DataFrame) -> list[str]:
