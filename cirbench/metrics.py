@@ -85,6 +85,70 @@ def ranks_from_scores(
     return torch.where(has_target, ranks, torch.full_like(ranks, NO_HIT))
 
 
+def score_error_bound(dim: int) -> float:
+    """A bound on ``|fast - exact|`` for one score of :func:`rank_queries`'s fast pass.
+
+    The fast pass multiplies float32 copies of the float64-normalised embeddings in float32.
+    Rounding the unit vectors to float32 moves a dot product by at most ``2u`` (``u = 2**-24``),
+    the float32 dot product of ``dim`` terms adds at most ``gamma_dim = dim*u / (1 - dim*u)``
+    whatever the summation order (any BLAS, any chunk shape; Higham, *Accuracy and Stability
+    of Numerical Algorithms*, 2nd ed., eq. 3.5), and the exact score is the float64 cosine
+    rounded to float32 (``u/2``) with magnitudes below :data:`ZERO_TOLERANCE` set to 0. The
+    sum is below ``(dim + 8) * u + 2 * ZERO_TOLERANCE``; twice that is returned, so that the
+    thresholds themselves may be rounded to float32. Raises ``ValueError`` for ``dim < 1`` or
+    for ``dim * u >= 0.1`` (dimensions above ~1.6M, where the bound is useless).
+    """
+    u = 2.0**-24
+    if dim < 1 or dim * u >= 0.1:
+        raise ValueError(f"embedding dimension must be in [1, {int(0.1 / u)}), got {dim}")
+    return 2.0 * ((dim + 8) * u + 2 * ZERO_TOLERANCE + 1e-12)
+
+
+def exact_pair_scores(
+    query_unit: torch.Tensor, gallery_emb: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+) -> torch.Tensor:
+    """Scores of the pairs ``(rows[k], cols[k])`` under the documented rule, ``float32 [P]``.
+
+    ``query_unit`` ``[Q, D]`` float64 rows already normalised (``F.normalize``), ``gallery_emb``
+    ``[N, D]`` raw embeddings; each pair is computed on its own (float64 dot product of unit
+    vectors, magnitudes below :data:`ZERO_TOLERANCE` set to 0, rounded to float32), so a
+    pair's score never depends on which other pairs are computed with it.
+    """
+    a = query_unit[rows]
+    b = F.normalize(gallery_emb[cols].double(), dim=1, eps=1e-12)
+    s = (a * b).sum(dim=1)
+    return s.masked_fill(s.abs() < ZERO_TOLERANCE, 0.0).float()
+
+
+def _byte_counts(mask_words: torch.Tensor) -> torch.Tensor:
+    """Number of True in each row of a bool ``[R, 8 * W]`` mask viewed as ``int64 [R, W]``.
+
+    Each int64 word holds 8 bytes that are 0 or 1; folding the word onto itself (shift and
+    add, no overflow: no byte exceeds 8) leaves their sum in the low byte. Exact; about 4x
+    faster than summing the bool mask as int8 on CPU.
+    """
+    w = mask_words + (mask_words >> 8)
+    w = w + (w >> 16)
+    w = w + (w >> 32)
+    return (w & 0xFF).sum(dim=1)
+
+
+class _full_float32_matmul:
+    """Within the block, float32 matrix products run in full float32 (no TF32 / bfloat16
+    shortcut that a caller may have enabled): :func:`score_error_bound` assumes it."""
+
+    def __enter__(self):
+        self.prev = torch.get_float32_matmul_precision()
+        if self.prev != "highest":
+            torch.set_float32_matmul_precision("highest")
+        return self
+
+    def __exit__(self, *exc):
+        if self.prev != "highest":
+            torch.set_float32_matmul_precision(self.prev)
+        return False
+
+
 def rank_queries(
     query_emb: torch.Tensor,
     gallery_emb: torch.Tensor,
@@ -96,67 +160,142 @@ def rank_queries(
 ) -> torch.Tensor:
     """Ranks of the best correct target for every query, ``chunk`` queries at a time.
 
-    Memory is bounded by ``chunk x len(gallery)`` (``chunk`` capped by
-    :func:`effective_chunk`); the result does not depend on ``chunk``.
+    ``query_emb`` ``[Q, D]``, ``gallery_emb`` ``[N, D]`` (finite floats, same device);
     ``targets[i]`` are the dataset ids that count as correct for query ``i``; ids not in the
     gallery are ignored. ``candidates[i]`` (optional; None for a query ranked against the
-    whole gallery) restricts query ``i``'s ranking to those gallery ids.
+    whole gallery) restricts query ``i``'s ranking to those gallery ids. Returns ``int64 [Q]``
+    on the CPU (:data:`NO_HIT` for a query without a correct target left).
+
+    The ranks are those of the module's rules on exact scores (float64 cosines rounded to
+    float32), computed fast: one float32 matrix product per chunk (memory ``chunk x N``:
+    one float32 and two bool matrices; ``chunk`` capped by :func:`effective_chunk`) gives
+    scores within :func:`score_error_bound` of the exact ones. The exact score of each
+    query's targets is computed pair by pair; a gallery entry whose fast score is above the
+    best target's exact score by more than the bound is counted as above it, one below by
+    more than the bound is not, and only the few entries in between are re-scored exactly
+    and compared by the tie rule. Queries with a candidate list are scored exactly on their
+    candidates only. Hence the ranks do not depend on ``chunk``, on the order of the queries
+    or on the matrix-product kernel (CPU or CUDA).
+
+    Raises ``ValueError`` for mismatched lengths, duplicate gallery ids, ``chunk < 1`` or
+    non-finite embeddings.
     """
-    chunk = effective_chunk(chunk, gallery_emb.shape[0])
+    n_g = gallery_emb.shape[0]
+    chunk = effective_chunk(chunk, n_g)
     n_q = query_emb.shape[0]
     if not (len(reference_ids) == len(targets) == n_q):
         raise ValueError(
             f"{n_q} query embeddings, {len(reference_ids)} reference ids, {len(targets)} target sets"
         )
     gallery_ids = torch.as_tensor(gallery_ids, dtype=torch.long)
-    if gallery_ids.numel() != gallery_emb.shape[0]:
-        raise ValueError(f"{gallery_ids.numel()} gallery ids for {gallery_emb.shape[0]} embeddings")
-    device = gallery_emb.device
+    if gallery_ids.numel() != n_g:
+        raise ValueError(f"{gallery_ids.numel()} gallery ids for {n_g} embeddings")
+    if candidates is not None and len(candidates) != n_q:
+        raise ValueError(f"{n_q} query embeddings, {len(candidates)} candidate lists")
     position = {int(g): i for i, g in enumerate(gallery_ids.tolist())}
     if len(position) != len(gallery_ids):
         raise ValueError("gallery ids are not unique")
-    # (query row, gallery column) of every correct target, sorted by row, and the column of
-    # each query's reference (-1 when it is not in the gallery)
-    t_rows, t_cols = [], []
-    for qi, ts in enumerate(targets):
-        cols = sorted({position[int(t)] for t in ts if int(t) in position})
-        t_rows += [qi] * len(cols)
-        t_cols += cols
-    t_rows_t = torch.tensor(t_rows, dtype=torch.long)
-    t_cols_t = torch.tensor(t_cols, dtype=torch.long)
-    ref_cols = torch.tensor([position.get(int(r), -1) for r in torch.as_tensor(reference_ids).tolist()], dtype=torch.long)
-    # queries with a candidate list: (row, column) of each candidate, sorted by row
-    restricted = torch.zeros(n_q, dtype=torch.bool)
+    if not (torch.isfinite(query_emb).all() and torch.isfinite(gallery_emb).all()):
+        raise ValueError("scores contain NaN: the composer produced non-finite embeddings")
+    device = gallery_emb.device
+    ref_cols = [position.get(int(r), -1) for r in torch.as_tensor(reference_ids).tolist()]
+    # (query row, gallery column) of every correct target that counts (not the reference,
+    # inside the candidate list if any), sorted by row; the same for candidates
+    t_rows: list[int] = []
+    t_cols: list[int] = []
     c_rows: list[int] = []
     c_cols: list[int] = []
-    if candidates is not None:
-        if len(candidates) != n_q:
-            raise ValueError(f"{n_q} query embeddings, {len(candidates)} candidate lists")
-        for qi, cs in enumerate(candidates):
-            if cs is None:
-                continue
+    restricted = [False] * n_q
+    for qi, ts in enumerate(targets):
+        cols = {position[int(t)] for t in ts if int(t) in position}
+        cols.discard(ref_cols[qi])
+        cs = None if candidates is None else candidates[qi]
+        if cs is not None:
             restricted[qi] = True
-            cols = sorted({position[int(c)] for c in cs if int(c) in position})
-            c_rows += [qi] * len(cols)
-            c_cols += cols
+            cand = {position[int(c)] for c in cs if int(c) in position}
+            cand.discard(ref_cols[qi])
+            cols &= cand
+            c_rows += [qi] * len(cand)
+            c_cols += sorted(cand)
+        t_rows += [qi] * len(cols)
+        t_cols += sorted(cols)
+    t_rows_t = torch.tensor(t_rows, dtype=torch.long)
+    t_cols_t = torch.tensor(t_cols, dtype=torch.long)
     c_rows_t = torch.tensor(c_rows, dtype=torch.long)
     c_cols_t = torch.tensor(c_cols, dtype=torch.long)
-    out = torch.empty(n_q, dtype=torch.long)
-    for start in range(0, n_q, chunk):
-        stop = min(start + chunk, n_q)
-        scores = cosine_scores(query_emb[start:stop].to(device), gallery_emb)
-        target_mask = torch.zeros_like(scores, dtype=torch.bool)
-        lo, hi = torch.searchsorted(t_rows_t, torch.tensor([start, stop])).tolist()
-        target_mask[(t_rows_t[lo:hi] - start).to(device), t_cols_t[lo:hi].to(device)] = True
-        exclude = torch.zeros_like(target_mask)
-        if restricted[start:stop].any():  # leave out everything but each list's candidates
-            exclude[restricted[start:stop].to(device)] = True
+    restricted_t = torch.tensor(restricted, dtype=torch.bool)
+    ref_cols_t = torch.tensor(ref_cols, dtype=torch.long)
+    has_target = torch.zeros(n_q, dtype=torch.bool)
+    has_target[t_rows_t] = True
+    out = torch.full((n_q,), NO_HIT, dtype=torch.long)
+    if not has_target.any():
+        return out
+    dim = query_emb.shape[1]
+    bound = score_error_bound(dim)
+    query_unit = F.normalize(query_emb.to(device).double(), dim=1, eps=1e-12)
+    fast_rows = has_target & ~restricted_t
+    # the gallery as float32 unit columns [D, N], converted in slices (no float64 copy of it)
+    gallery_t = torch.empty(dim, n_g, dtype=torch.float32, device=device) if fast_rows.any() else None
+    if gallery_t is not None:
+        for s in range(0, n_g, chunk):
+            gallery_t[:, s : s + chunk] = F.normalize(gallery_emb[s : s + chunk].double(), dim=1, eps=1e-12).float().t()
+    n_pad = -(-n_g // 8) * 8  # bool rows padded to whole int64 words (the padding stays False)
+    scores = above = window = None
+    with _full_float32_matmul():
+        for start in range(0, n_q, chunk):
+            stop = min(start + chunk, n_q)
+            lo, hi = torch.searchsorted(t_rows_t, torch.tensor([start, stop])).tolist()
+            if lo == hi:
+                continue  # no query of this chunk has a target
+            tr, tc = t_rows_t[lo:hi].to(device), t_cols_t[lo:hi].to(device)
+            t_score = exact_pair_scores(query_unit, gallery_emb, tr, tc)
+            # best target of each row: highest exact score, then earliest position
+            best = torch.full((stop - start,), float("-inf"), device=device)
+            best.scatter_reduce_(0, tr - start, t_score, "amax")
+            is_best = t_score == best[tr - start]
+            best_pos = torch.full((stop - start,), n_g, dtype=torch.long, device=device)
+            best_pos.scatter_reduce_(0, (tr - start)[is_best], tc[is_best], "amin")
+            ranks = torch.zeros(stop - start, dtype=torch.long, device=device)
+
+            def count_before(rows: torch.Tensor, cols: torch.Tensor, exact: torch.Tensor) -> None:
+                r = rows - start
+                ahead = (exact > best[r]) | ((exact == best[r]) & (cols < best_pos[r]))
+                ranks.scatter_add_(0, r, ahead.long())
+
+            # queries with a candidate list: exact scores of their candidates only
             lo, hi = torch.searchsorted(c_rows_t, torch.tensor([start, stop])).tolist()
-            exclude[(c_rows_t[lo:hi] - start).to(device), c_cols_t[lo:hi].to(device)] = False
-        refs = ref_cols[start:stop]
-        rows = torch.nonzero(refs >= 0).flatten()
-        exclude[rows.to(device), refs[rows].to(device)] = True
-        out[start:stop] = ranks_from_scores(scores, target_mask, exclude).cpu()
+            if lo < hi:
+                cr, cc = c_rows_t[lo:hi].to(device), c_cols_t[lo:hi].to(device)
+                count_before(cr, cc, exact_pair_scores(query_unit, gallery_emb, cr, cc))
+            # the others: one float32 product, exact scores only near the best target's score
+            rows = torch.nonzero(fast_rows[start:stop]).flatten() + start
+            if len(rows):
+                m = len(rows)
+                if scores is None:
+                    scores = torch.empty(chunk, n_g, dtype=torch.float32, device=device)
+                    above = torch.zeros(chunk, n_pad, dtype=torch.bool, device=device)
+                    window = torch.zeros(chunk, n_pad, dtype=torch.bool, device=device)
+                rows_d = rows.to(device)
+                s = torch.mm(query_unit[rows_d].float(), gallery_t, out=scores[:m])
+                refs = ref_cols_t[rows]
+                has_ref = refs >= 0
+                s[torch.arange(m, device=device)[has_ref.to(device)], refs[has_ref].to(device)] = float("-inf")
+                b = best[rows_d - start].double()
+                upper = (b + bound).float().unsqueeze(1)
+                lower = (b - bound).float().unsqueeze(1)
+                torch.gt(s, upper, out=above[:m, :n_g])
+                torch.ge(s, lower, out=window[:m, :n_g])
+                n_above = _byte_counts(above[:m].view(torch.int64))
+                torch.bitwise_xor(window[:m], above[:m], out=window[:m])  # lower <= s <= upper
+                words = window[:m].view(torch.int64)
+                w_row, w_col = torch.nonzero(words, as_tuple=True)
+                k, byte = torch.nonzero(window[:m].view(m, -1, 8)[w_row, w_col], as_tuple=True)
+                u_rows = rows_d[w_row[k]]
+                u_cols = w_col[k] * 8 + byte
+                ranks.index_add_(0, rows_d - start, n_above)
+                count_before(u_rows, u_cols, exact_pair_scores(query_unit, gallery_emb, u_rows, u_cols))
+            done = has_target[start:stop]
+            out[start:stop][done] = ranks.cpu()[done]
     return out
 
 
