@@ -89,48 +89,57 @@ def score_error_bound(dim: int) -> float:
     """A bound on ``|fast - exact|`` for one score of :func:`rank_queries`'s fast pass.
 
     The fast pass multiplies float32 copies of the float64-normalised embeddings in float32.
-    Rounding the unit vectors to float32 moves a dot product by at most ``2u`` (``u = 2**-24``),
-    the float32 dot product of ``dim`` terms adds at most ``gamma_dim = dim*u / (1 - dim*u)``
-    whatever the summation order (any BLAS, any chunk shape; Higham, *Accuracy and Stability
-    of Numerical Algorithms*, 2nd ed., eq. 3.5), and the exact score is the float64 cosine
-    rounded to float32 (``u/2``) with magnitudes below :data:`ZERO_TOLERANCE` set to 0. The
-    sum is below ``(dim + 8) * u + 2 * ZERO_TOLERANCE``; twice that is returned, so that the
-    thresholds themselves may be rounded to float32. Raises ``ValueError`` for ``dim < 1`` or
-    for ``dim * u >= 0.1`` (dimensions above ~1.6M, where the bound is useless).
+    With ``u = 2**-24``: rounding the unit vectors to float32 moves their dot product by at
+    most ``2u + u**2``; the float32 dot product of ``dim`` terms adds at most
+    ``gamma_dim * (1 + u)**2`` with ``gamma_dim = dim*u / (1 - dim*u)``, whatever the
+    summation order or fused multiply-adds (any BLAS, any chunk shape; Higham, *Accuracy and
+    Stability of Numerical Algorithms*, 2nd ed., §3.1); the exact score is the float64 cosine
+    (error below ``1e-12``) rounded to float32 (``u/2``), magnitudes below
+    :data:`ZERO_TOLERANCE` set to 0. The returned bound, ``(dim + 4) * u * (1 + 2*dim*u) +
+    2 * ZERO_TOLERANCE``, covers the sum. Raises ``ValueError`` for ``dim < 1`` or
+    ``dim * u >= 0.1`` (dimensions above 1.6M, where it would be useless).
     """
     u = 2.0**-24
     if dim < 1 or dim * u >= 0.1:
         raise ValueError(f"embedding dimension must be in [1, {int(0.1 / u)}), got {dim}")
-    return 2.0 * ((dim + 8) * u + 2 * ZERO_TOLERANCE + 1e-12)
+    return (dim + 4) * u * (1 + 2 * dim * u) + 2 * ZERO_TOLERANCE
 
 
 def exact_pair_scores(
-    query_unit: torch.Tensor, gallery_emb: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+    query_unit: torch.Tensor,
+    gallery_emb: torch.Tensor,
+    gallery_inv_norm: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
 ) -> torch.Tensor:
-    """Scores of the pairs ``(rows[k], cols[k])`` under the documented rule, ``float32 [P]``.
+    """Scores of the pairs ``(rows[k], cols[k])`` under the module's rule, ``float32 [P]``.
 
-    ``query_unit`` ``[Q, D]`` float64 rows already normalised (``F.normalize``), ``gallery_emb``
-    ``[N, D]`` raw embeddings; each pair is computed on its own (float64 dot product of unit
-    vectors, magnitudes below :data:`ZERO_TOLERANCE` set to 0, rounded to float32), so a
-    pair's score never depends on which other pairs are computed with it.
+    ``query_unit`` ``[Q, D]`` float64 rows normalised (``F.normalize``); ``gallery_emb``
+    ``[N, D]`` the raw gallery; ``gallery_inv_norm`` ``[N]`` float64 ``1 / max(|g|, 1e-12)``.
+    Each pair is computed on its own (float64 dot product scaled by the inverse norm,
+    magnitudes below :data:`ZERO_TOLERANCE` set to 0, rounded to float32), so a pair's score
+    never depends on which other pairs are computed with it.
     """
-    a = query_unit[rows]
-    b = F.normalize(gallery_emb[cols].double(), dim=1, eps=1e-12)
-    s = (a * b).sum(dim=1)
+    if rows.numel() == 0:
+        return torch.empty(0, dtype=torch.float32, device=query_unit.device)
+    a = query_unit[rows].unsqueeze(1)  # [P, 1, D]
+    b = gallery_emb[cols].double().unsqueeze(2)  # [P, D, 1]
+    s = torch.bmm(a, b).flatten() * gallery_inv_norm[cols]
     return s.masked_fill(s.abs() < ZERO_TOLERANCE, 0.0).float()
 
 
-def _byte_counts(mask_words: torch.Tensor) -> torch.Tensor:
-    """Number of True in each row of a bool ``[R, 8 * W]`` mask viewed as ``int64 [R, W]``.
+_BYTE_SUM = 0x0101010101010101
 
-    Each int64 word holds 8 bytes that are 0 or 1; folding the word onto itself (shift and
-    add, no overflow: no byte exceeds 8) leaves their sum in the low byte. Exact; about 4x
-    faster than summing the bool mask as int8 on CPU.
+
+def _true_counts(mask: torch.Tensor) -> torch.Tensor:
+    """Number of True in each row of a contiguous bool ``[R, 8 * W]`` mask, ``int64 [R]``.
+
+    Viewed as ``int64 [R, W]``, each word holds 8 bytes that are 0 or 1; multiplying by
+    ``0x0101...01`` puts their sum (at most 8) in the top byte (integer products wrap in
+    torch, two's complement). Exact; several times faster on CPU than summing the mask as
+    bytes.
     """
-    w = mask_words + (mask_words >> 8)
-    w = w + (w >> 16)
-    w = w + (w >> 32)
-    return (w & 0xFF).sum(dim=1)
+    return ((mask.view(torch.int64) * _BYTE_SUM) >> 56).sum(dim=1)
 
 
 class _full_float32_matmul:
@@ -195,8 +204,9 @@ def rank_queries(
     position = {int(g): i for i, g in enumerate(gallery_ids.tolist())}
     if len(position) != len(gallery_ids):
         raise ValueError("gallery ids are not unique")
-    if not (torch.isfinite(query_emb).all() and torch.isfinite(gallery_emb).all()):
-        raise ValueError("scores contain NaN: the composer produced non-finite embeddings")
+    if not (torch.isfinite(query_emb).all() and torch.isfinite(gallery_emb.sum(dim=1)).all()):
+        if not torch.isfinite(gallery_emb).all() or not torch.isfinite(query_emb).all():
+            raise ValueError("scores contain NaN: the composer produced non-finite embeddings")
     device = gallery_emb.device
     ref_cols = [position.get(int(r), -1) for r in torch.as_tensor(reference_ids).tolist()]
     # (query row, gallery column) of every correct target that counts (not the reference,
@@ -234,13 +244,18 @@ def rank_queries(
     bound = score_error_bound(dim)
     query_unit = F.normalize(query_emb.to(device).double(), dim=1, eps=1e-12)
     fast_rows = has_target & ~restricted_t
-    # the gallery as float32 unit columns [D, N], converted in slices (no float64 copy of it)
-    gallery_t = torch.empty(dim, n_g, dtype=torch.float32, device=device) if fast_rows.any() else None
-    if gallery_t is not None:
-        for s in range(0, n_g, chunk):
-            gallery_t[:, s : s + chunk] = F.normalize(gallery_emb[s : s + chunk].double(), dim=1, eps=1e-12).float().t()
+    # the gallery's inverse float64 norms, and (for the fast pass) its float32 unit rows,
+    # converted in slices (never a float64 copy of the whole gallery)
+    inv_norm = torch.empty(n_g, dtype=torch.float64, device=device)
+    gallery_unit = torch.empty(n_g, dim, dtype=torch.float32, device=device) if fast_rows.any() else None
+    for s in range(0, n_g, 8192):
+        g64 = gallery_emb[s : s + 8192].double()
+        inv_norm[s : s + 8192] = 1.0 / torch.linalg.vector_norm(g64, dim=1).clamp_min_(1e-12)
+        if gallery_unit is not None:
+            gallery_unit[s : s + 8192] = g64.mul_(inv_norm[s : s + 8192, None])
     n_pad = -(-n_g // 8) * 8  # bool rows padded to whole int64 words (the padding stays False)
     scores = above = window = None
+    inf = torch.tensor(float("inf"), device=device)
     with _full_float32_matmul():
         for start in range(0, n_q, chunk):
             stop = min(start + chunk, n_q)
@@ -248,7 +263,7 @@ def rank_queries(
             if lo == hi:
                 continue  # no query of this chunk has a target
             tr, tc = t_rows_t[lo:hi].to(device), t_cols_t[lo:hi].to(device)
-            t_score = exact_pair_scores(query_unit, gallery_emb, tr, tc)
+            t_score = exact_pair_scores(query_unit, gallery_emb, inv_norm, tr, tc)
             # best target of each row: highest exact score, then earliest position
             best = torch.full((stop - start,), float("-inf"), device=device)
             best.scatter_reduce_(0, tr - start, t_score, "amax")
@@ -257,7 +272,9 @@ def rank_queries(
             best_pos.scatter_reduce_(0, (tr - start)[is_best], tc[is_best], "amin")
             ranks = torch.zeros(stop - start, dtype=torch.long, device=device)
 
-            def count_before(rows: torch.Tensor, cols: torch.Tensor, exact: torch.Tensor) -> None:
+            def count_before(rows: torch.Tensor, cols: torch.Tensor) -> None:
+                """Add to ``ranks`` the pairs that rank before their row's best target."""
+                exact = exact_pair_scores(query_unit, gallery_emb, inv_norm, rows, cols)
                 r = rows - start
                 ahead = (exact > best[r]) | ((exact == best[r]) & (cols < best_pos[r]))
                 ranks.scatter_add_(0, r, ahead.long())
@@ -265,9 +282,9 @@ def rank_queries(
             # queries with a candidate list: exact scores of their candidates only
             lo, hi = torch.searchsorted(c_rows_t, torch.tensor([start, stop])).tolist()
             if lo < hi:
-                cr, cc = c_rows_t[lo:hi].to(device), c_cols_t[lo:hi].to(device)
-                count_before(cr, cc, exact_pair_scores(query_unit, gallery_emb, cr, cc))
-            # the others: one float32 product, exact scores only near the best target's score
+                count_before(c_rows_t[lo:hi].to(device), c_cols_t[lo:hi].to(device))
+            # the others: one float32 product; exact scores only within the bound of the best
+            # target's score: above it by more is ahead, below it by more is behind
             rows = torch.nonzero(fast_rows[start:stop]).flatten() + start
             if len(rows):
                 m = len(rows)
@@ -276,24 +293,21 @@ def rank_queries(
                     above = torch.zeros(chunk, n_pad, dtype=torch.bool, device=device)
                     window = torch.zeros(chunk, n_pad, dtype=torch.bool, device=device)
                 rows_d = rows.to(device)
-                s = torch.mm(query_unit[rows_d].float(), gallery_t, out=scores[:m])
+                s = torch.mm(query_unit[rows_d].float(), gallery_unit.t(), out=scores[:m])
                 refs = ref_cols_t[rows]
                 has_ref = refs >= 0
                 s[torch.arange(m, device=device)[has_ref.to(device)], refs[has_ref].to(device)] = float("-inf")
                 b = best[rows_d - start].double()
-                upper = (b + bound).float().unsqueeze(1)
-                lower = (b - bound).float().unsqueeze(1)
+                # thresholds rounded outwards to float32, so the bound holds after rounding
+                upper = torch.nextafter((b + bound).float(), inf).unsqueeze(1)
+                lower = torch.nextafter((b - bound).float(), -inf).unsqueeze(1)
                 torch.gt(s, upper, out=above[:m, :n_g])
                 torch.ge(s, lower, out=window[:m, :n_g])
-                n_above = _byte_counts(above[:m].view(torch.int64))
+                ranks.index_add_(0, rows_d - start, _true_counts(above[:m]))
                 torch.bitwise_xor(window[:m], above[:m], out=window[:m])  # lower <= s <= upper
-                words = window[:m].view(torch.int64)
-                w_row, w_col = torch.nonzero(words, as_tuple=True)
+                w_row, w_col = torch.nonzero(window[:m].view(torch.int64), as_tuple=True)
                 k, byte = torch.nonzero(window[:m].view(m, -1, 8)[w_row, w_col], as_tuple=True)
-                u_rows = rows_d[w_row[k]]
-                u_cols = w_col[k] * 8 + byte
-                ranks.index_add_(0, rows_d - start, n_above)
-                count_before(u_rows, u_cols, exact_pair_scores(query_unit, gallery_emb, u_rows, u_cols))
+                count_before(rows_d[w_row[k]], w_col[k] * 8 + byte)
             done = has_target[start:stop]
             out[start:stop][done] = ranks.cpu()[done]
     return out
