@@ -89,20 +89,22 @@ def score_error_bound(dim: int) -> float:
     """A bound on ``|fast - exact|`` for one score of :func:`rank_queries`'s fast pass.
 
     The fast pass multiplies float32 copies of the float64-normalised embeddings in float32.
-    With ``u = 2**-24``: rounding the unit vectors to float32 moves their dot product by at
-    most ``2u + u**2``; the float32 dot product of ``dim`` terms adds at most
+    With ``u = 2**-24``: the float32 unit vectors (the query rounded from float64, the
+    gallery row multiplied by its rounded inverse norm in float32) are within ``u`` and
+    ``2u + u**2`` of the float64 unit vectors, which moves their dot product by at most
+    ``3u + 3u**2``; the float32 dot product of ``dim`` terms adds at most
     ``gamma_dim * (1 + u)**2`` with ``gamma_dim = dim*u / (1 - dim*u)``, whatever the
     summation order or fused multiply-adds (any BLAS, any chunk shape; Higham, *Accuracy and
     Stability of Numerical Algorithms*, 2nd ed., §3.1); the exact score is the float64 cosine
     (error below ``1e-12``) rounded to float32 (``u/2``), magnitudes below
-    :data:`ZERO_TOLERANCE` set to 0. The returned bound, ``(dim + 4) * u * (1 + 2*dim*u) +
+    :data:`ZERO_TOLERANCE` set to 0. The returned bound, ``(dim + 6) * u * (1 + 2*dim*u) +
     2 * ZERO_TOLERANCE``, covers the sum. Raises ``ValueError`` for ``dim < 1`` or
     ``dim * u >= 0.1`` (dimensions above 1.6M, where it would be useless).
     """
     u = 2.0**-24
     if dim < 1 or dim * u >= 0.1:
         raise ValueError(f"embedding dimension must be in [1, {int(0.1 / u)}), got {dim}")
-    return (dim + 4) * u * (1 + 2 * dim * u) + 2 * ZERO_TOLERANCE
+    return (dim + 6) * u * (1 + 2 * dim * u) + 2 * ZERO_TOLERANCE
 
 
 def exact_pair_scores(
@@ -122,9 +124,9 @@ def exact_pair_scores(
     """
     if rows.numel() == 0:
         return torch.empty(0, dtype=torch.float32, device=query_unit.device)
-    a = query_unit[rows].unsqueeze(1)  # [P, 1, D]
-    b = gallery_emb[cols].double().unsqueeze(2)  # [P, D, 1]
-    s = torch.bmm(a, b).flatten() * gallery_inv_norm[cols]
+    a = query_unit.index_select(0, rows).unsqueeze(1)  # [P, 1, D]
+    b = gallery_emb.index_select(0, cols).double().unsqueeze(2)  # [P, D, 1]
+    s = torch.bmm(a, b).flatten() * gallery_inv_norm.index_select(0, cols)
     return s.masked_fill(s.abs() < ZERO_TOLERANCE, 0.0).float()
 
 
@@ -249,10 +251,14 @@ def rank_queries(
     inv_norm = torch.empty(n_g, dtype=torch.float64, device=device)
     gallery_unit = torch.empty(n_g, dim, dtype=torch.float32, device=device) if fast_rows.any() else None
     for s in range(0, n_g, 8192):
-        g64 = gallery_emb[s : s + 8192].double()
-        inv_norm[s : s + 8192] = 1.0 / torch.linalg.vector_norm(g64, dim=1).clamp_min_(1e-12)
-        if gallery_unit is not None:
-            gallery_unit[s : s + 8192] = g64.mul_(inv_norm[s : s + 8192, None])
+        g = gallery_emb[s : s + 8192]
+        inv_norm[s : s + 8192] = 1.0 / torch.linalg.vector_norm(g, dim=1, dtype=torch.float64).clamp_min_(1e-12)
+        if gallery_unit is None:
+            continue
+        if g.dtype == torch.float32:  # a float32 product: within 2u of the float64 unit row
+            torch.mul(g, inv_norm[s : s + 8192, None].float(), out=gallery_unit[s : s + 8192])
+        else:
+            gallery_unit[s : s + 8192] = g.double() * inv_norm[s : s + 8192, None]
     n_pad = -(-n_g // 8) * 8  # bool rows padded to whole int64 words (the padding stays False)
     scores = above = window = None
     inf = torch.tensor(float("inf"), device=device)
@@ -293,7 +299,7 @@ def rank_queries(
                     above = torch.zeros(chunk, n_pad, dtype=torch.bool, device=device)
                     window = torch.zeros(chunk, n_pad, dtype=torch.bool, device=device)
                 rows_d = rows.to(device)
-                s = torch.mm(query_unit[rows_d].float(), gallery_unit.t(), out=scores[:m])
+                s = torch.mm(query_unit.index_select(0, rows_d).float(), gallery_unit.t(), out=scores[:m])
                 refs = ref_cols_t[rows]
                 has_ref = refs >= 0
                 s[torch.arange(m, device=device)[has_ref.to(device)], refs[has_ref].to(device)] = float("-inf")
