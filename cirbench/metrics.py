@@ -319,6 +319,64 @@ def rank_queries(
     return out
 
 
+def top_k_ids(
+    query_emb: torch.Tensor,
+    gallery_emb: torch.Tensor,
+    gallery_ids: Sequence[int] | torch.Tensor,
+    reference_ids: Sequence[int] | torch.Tensor,
+    k: int,
+    chunk: int = 1024,
+    candidates: Sequence[Iterable[int] | None] | None = None,
+) -> list[list[int]]:
+    """The ``k`` best gallery ids of each query, best first, under the module's rules.
+
+    Exact scores (:func:`cosine_scores`), the reference left out, only the candidates when
+    ``candidates[i]`` is given, ties to the earlier gallery entry; a query with fewer than
+    ``k`` entries left gets them all. ``query_emb`` ``[Q, D]``, ``gallery_emb`` ``[N, D]``;
+    memory is bounded by ``chunk x N`` (``chunk`` capped by :func:`effective_chunk`). For
+    exports of hidden test splits (small galleries); ranking for metrics is
+    :func:`rank_queries`. Raises ``ValueError`` for ``k < 1``, mismatched lengths, duplicate
+    gallery ids or non-finite embeddings.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    n_q, n_g = query_emb.shape[0], gallery_emb.shape[0]
+    if len(reference_ids) != n_q or (candidates is not None and len(candidates) != n_q):
+        raise ValueError(f"{n_q} query embeddings, {len(reference_ids)} reference ids"
+                         + ("" if candidates is None else f", {len(candidates)} candidate lists"))
+    ids = torch.as_tensor(gallery_ids, dtype=torch.long)
+    if ids.numel() != n_g:
+        raise ValueError(f"{ids.numel()} gallery ids for {n_g} embeddings")
+    id_list = ids.tolist()
+    position = {g: i for i, g in enumerate(id_list)}
+    if len(position) != n_g:
+        raise ValueError("gallery ids are not unique")
+    if not (torch.isfinite(query_emb).all() and torch.isfinite(gallery_emb).all()):
+        raise ValueError("scores contain NaN: the composer produced non-finite embeddings")
+    refs = torch.as_tensor(reference_ids).tolist()
+    chunk = effective_chunk(chunk, n_g)
+    out: list[list[int]] = []
+    for start in range(0, n_q, chunk):
+        stop = min(start + chunk, n_q)
+        scores = cosine_scores(query_emb[start:stop], gallery_emb).cpu()
+        for r in range(stop - start):
+            qi = start + r
+            if candidates is not None and candidates[qi] is not None:
+                keep = torch.full((n_g,), float("-inf"))
+                cols = [position[int(c)] for c in candidates[qi] if int(c) in position]
+                keep[cols] = 0.0
+                scores[r] += keep
+            ref = position.get(int(refs[qi]))
+            if ref is not None:
+                scores[r, ref] = float("-inf")
+        # stable: among equal scores the earlier gallery entry comes first
+        order = torch.sort(scores, dim=1, descending=True, stable=True)
+        for vals, idx in zip(order.values[:, :k], order.indices[:, :k]):
+            n = int(torch.isfinite(vals).sum())
+            out.append([id_list[j] for j in idx[:n].tolist()])
+    return out
+
+
 def recall_at_k(ranks: torch.Tensor, ks: Iterable[int]) -> dict[int, float]:
     """Fraction of queries whose best correct target ranks in the top K, for each K."""
     ranks = torch.as_tensor(ranks)
