@@ -11,7 +11,10 @@ Layout (the CIRR release, branch ``cirr_dataset``; the dataset folder is the one
   path relative to the root (``./dev/dev-245-2-img1.png``, ``./train/34/...png``).
 
 ``test1`` has no public targets (its metrics come from the CIRR server), so evaluation runs on
-``val``; the test1 files may be present and are not read.
+``val``. The test1 files (``cap.rc2.test1.json``, ``split.rc2.test1.json``, ``test1/...png``)
+are read only by :meth:`CirrDataset.hidden_split` for ``cirbench export``, which writes the
+server's two JSON files (``{"version": "rc2", "metric": "recall" | "recall_subset",
+"<pairid>": [top-50 | top-3 image names]}``, at most 5 MB each: CIRR's Test-split_server.md).
 
 ``cirr`` (Recall@K):
 

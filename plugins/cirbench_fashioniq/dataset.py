@@ -8,8 +8,10 @@ Layout (the files of XiaoxiaoGuo/fashion-iq):
 * ``<root>/image_splits/split.{dress,shirt,toptee}.{train,val}.json``: a JSON list of asins;
 * ``<root>/images/<asin>.jpg`` (``.png`` and ``.jpeg`` are accepted when no ``.jpg`` exists).
 
-The ``test`` files may be present but are not read: their targets are not public
-(REFERENCE.md §1.4), so evaluation runs on the validation split, as VAL and SAC do.
+The ``test`` files have no targets (REFERENCE.md §1.4), so evaluation runs on the validation
+split, as VAL and SAC do; they are read only by :meth:`FashionIQDataset.hidden_split` for
+``cirbench export``, which writes the starter kit's ``{cat}.test.pred.json`` (the test
+caption entries, each with ``"ranking"``: its top-50 asins of ``split.{cat}.test.json``).
 
 ``fashioniq`` (VAL's protocol, decision 3):
 
