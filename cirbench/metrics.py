@@ -253,7 +253,7 @@ def rank_queries(
     if not has_target.any():
         return out
     dim = query_emb.shape[1]
-    bound = score_error_bound(dim)
+    bound = score_error_bound(max(dim, 1))  # d = 0: every product is exactly 0
     query_unit = F.normalize(query_emb.to(device).double(), dim=1, eps=1e-12)
     fast_rows = has_target & ~restricted_t
     # the gallery's inverse float64 norms, and (for the fast pass) its float32 unit rows,

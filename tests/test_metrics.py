@@ -768,3 +768,18 @@ def test_top_k_ids_hand_case():
     assert got == [[9, 7, 6], [9, 6]]
     with pytest.raises(ValueError, match="k must be >= 1"):
         top_k_ids(q, g, [7, 8, 9, 6], [8, 100], 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@LIGHT
+@given(near_tie_problems(max_q=16), st.integers(1, 17))
+def test_cuda_ranks_equal_cpu_ranks(problem, chunk):
+    q, g, ids, refs, tgts, cands = problem
+    cpu = rank_queries(q, g, ids, refs, tgts, chunk=chunk, candidates=cands)
+    assert torch.equal(rank_queries(q.cuda(), g.cuda(), ids, refs, tgts, chunk=chunk, candidates=cands), cpu)
+
+
+def test_zero_dimensional_embeddings_rank_by_position():
+    # every cosine is 0: all tie, so a target's rank is the number of kept entries before it
+    q, g = torch.zeros(2, 0), torch.zeros(4, 0)
+    assert rank_queries(q, g, [1, 2, 3, 4], [1, 9], [(3,), (4,)]).tolist() == [1, 3]
