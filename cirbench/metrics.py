@@ -154,6 +154,19 @@ def _true_counts(mask: torch.Tensor) -> torch.Tensor:
     return ((mask.view(torch.int64) * _BYTE_SUM) >> 56).sum(dim=1)
 
 
+def _true_positions(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, column) of every True of a contiguous bool ``[R, 8 * W]`` mask, row-major; fast
+    when the mask is sparse (the int64 words that hold a True first, then their bytes)."""
+    w_row, w_col = torch.nonzero(mask.view(torch.int64), as_tuple=True)
+    k, byte = torch.nonzero(mask.view(mask.shape[0], -1, 8)[w_row, w_col], as_tuple=True)
+    return w_row[k], w_col[k] * 8 + byte
+
+
+#: when the entries at or above the lower threshold number at most this many per query of a
+#: chunk, their positions are taken and split by the upper threshold (one compare pass fewer)
+SPARSE_ENTRIES_PER_QUERY = 256
+
+
 class _full_float32_matmul:
     """Within the block, float32 matrix products run in full float32 (no TF32 / bfloat16
     shortcut that a caller may have enabled): :func:`score_error_bound` assumes it."""
@@ -317,13 +330,21 @@ def rank_queries(
                 # thresholds rounded outwards to float32, so the bound holds after rounding
                 upper = torch.nextafter((b + bound).float(), inf).unsqueeze(1)
                 lower = torch.nextafter((b - bound).float(), -inf).unsqueeze(1)
-                torch.gt(s, upper, out=above[:m, :n_g])
-                torch.ge(s, lower, out=window[:m, :n_g])
-                ranks.index_add_(0, rows_d - start, _true_counts(above[:m]))
-                torch.bitwise_xor(window[:m], above[:m], out=window[:m])  # lower <= s <= upper
-                w_row, w_col = torch.nonzero(window[:m].view(torch.int64), as_tuple=True)
-                k, byte = torch.nonzero(window[:m].view(m, -1, 8)[w_row, w_col], as_tuple=True)
-                count_before(rows_d[w_row[k]], w_col[k] * 8 + byte)
+                torch.ge(s, lower, out=window[:m, :n_g])  # ahead of the best target, or within the bound
+                n_ge = _true_counts(window[:m])
+                if int(n_ge.sum()) <= SPARSE_ENTRIES_PER_QUERY * m:
+                    # few (small ranks, as after training): split them by the upper threshold
+                    r, c = _true_positions(window[:m])
+                    ahead = s[r, c] > upper[r, 0]
+                    ranks.index_add_(0, rows_d[r[ahead]] - start, torch.ones_like(c[ahead]))
+                    inside = ~ahead
+                    count_before(rows_d[r[inside]], c[inside])
+                else:
+                    torch.gt(s, upper, out=above[:m, :n_g])
+                    ranks.index_add_(0, rows_d - start, _true_counts(above[:m]))
+                    torch.bitwise_xor(window[:m], above[:m], out=window[:m])  # lower <= s <= upper
+                    r, c = _true_positions(window[:m])
+                    count_before(rows_d[r], c)
             done = has_target[start:stop]
             out[start:stop][done] = ranks.cpu()[done]
     return out

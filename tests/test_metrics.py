@@ -783,3 +783,19 @@ def test_zero_dimensional_embeddings_rank_by_position():
     # every cosine is 0: all tie, so a target's rank is the number of kept entries before it
     q, g = torch.zeros(2, 0), torch.zeros(4, 0)
     assert rank_queries(q, g, [1, 2, 3, 4], [1, 9], [(3,), (4,)]).tolist() == [1, 3]
+
+
+@LIGHT
+@given(near_tie_problems(max_q=16), st.integers(1, 17))
+def test_dense_and_sparse_window_paths_agree_with_brute_force(problem, chunk):
+    """rank_queries splits the entries near each best target one of two ways (their positions
+    when few, a second compare when many); force each and compare with the brute force."""
+    from unittest import mock
+
+    import cirbench.metrics as metrics
+
+    q, g, ids, refs, tgts, cands = problem
+    want = brute_force_ranks_with_candidates(q, g, ids, refs, tgts, cands)
+    for threshold in (0, 10**9):  # 0: always the dense path; huge: always the sparse one
+        with mock.patch.object(metrics, "SPARSE_ENTRIES_PER_QUERY", threshold):
+            assert rank_queries(q, g, ids, refs, tgts, chunk=chunk, candidates=cands).tolist() == want
