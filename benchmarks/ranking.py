@@ -127,7 +127,7 @@ def main(argv=None) -> int:
             ap.error(f"--sizes: {size!r} is not QUERIESxGALLERY (e.g. 10000x50000)")
         for kind in args.targets:
             rows.append(bench(n_q, n_g, args.dim, args.chunk, args.repeats, device, kind))
-    head = (f"Ranking / floor on {describe_device(device)}, {torch.get_num_threads()} threads; torch "
+    head = (f"Ranking / floor on {describe_device(device)}; torch "
             f"{torch.__version__}; python {platform.python_version()}; median of {args.repeats} interleaved repeats")
     table = tabulate(rows, headers=["queries x gallery x d", "targets", "chunk", "rank / floor", "range",
                                     "rank queries/s", "floor queries/s", "rank peak rise MB",

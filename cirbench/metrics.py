@@ -162,8 +162,9 @@ def _true_positions(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return w_row[k], w_col[k] * 8 + byte
 
 
-#: when the entries at or above the lower threshold number at most this many per query of a
-#: chunk, their positions are taken and split by the upper threshold (one compare pass fewer)
+#: when the entries at or above the lower threshold fill at most this many 8-entry words per
+#: query of a chunk, their positions are taken and split by the upper threshold (one compare
+#: pass fewer); else a second compare finds the entries above the upper threshold
 SPARSE_ENTRIES_PER_QUERY = 256
 
 
@@ -331,8 +332,8 @@ def rank_queries(
                 upper = torch.nextafter((b + bound).float(), inf).unsqueeze(1)
                 lower = torch.nextafter((b - bound).float(), -inf).unsqueeze(1)
                 torch.ge(s, lower, out=window[:m, :n_g])  # ahead of the best target, or within the bound
-                n_ge = _true_counts(window[:m])
-                if int(n_ge.sum()) <= SPARSE_ENTRIES_PER_QUERY * m:
+                # int64 words holding a True: at least 1/8 of the Trues, at most all of them
+                if int(torch.count_nonzero(window[:m].view(torch.int64))) <= SPARSE_ENTRIES_PER_QUERY * m:
                     # few (small ranks, as after training): split them by the upper threshold
                     r, c = _true_positions(window[:m])
                     ahead = s[r, c] > upper[r, 0]
