@@ -1,4 +1,4 @@
-"""The ``cirbench`` command: list, run, attention, leaderboard, check, data.
+"""The ``cirbench`` command: list, run, attention, export, leaderboard, check, data.
 
 The CLI owns the terminal: it prints tables and reports; the library only logs.
 """
@@ -224,10 +224,67 @@ def _cmd_run(reg: Registry, args: argparse.Namespace) -> int:
     return 1 if report.failed or report.unsaved else 0
 
 
-def _cmd_attention(reg: Registry, args: argparse.Namespace) -> int:
+def _load_saved(runner, key, composer, args: argparse.Namespace) -> None:
+    """Load the run's saved model (``cirbench run ... --save-model``) into ``composer``;
+    CliError when it is missing or does not fit."""
     import pickle
 
-    from cirbench.attention import load_saved_model, write_attention_report
+    from cirbench.attention import load_saved_model
+
+    model_file = runner.store.model_path(key)
+    if not model_file.exists():
+        raise CliError(
+            f"no saved model for {key}: expected {model_file}. Run `cirbench run --composer "
+            f"{key.composer} --dataset {key.dataset} --protocol {key.protocol.name} --seed {key.seed} "
+            f"--results {args.results} --save-model` first")
+    try:
+        load_saved_model(composer, model_file)
+    except (RuntimeError, OSError, ValueError, pickle.UnpicklingError) as exc:
+        raise CliError(f"{model_file}: cannot load it into composer {key.composer!r} "
+                       f"(saved by another version of the composer?): {exc}") from exc
+
+
+def _cmd_export(reg: Registry, args: argparse.Namespace) -> int:
+    from cirbench.data.errors import AnnotationError
+    from cirbench.export import ExportFormatError, export_predictions, has_hidden_split
+    from cirbench.results import RunKey
+    from cirbench.runner import Runner, RunOptions
+    from cirbench.train import seed_everything
+
+    protocol = reg.protocol(args.protocol)
+    reg.composer(args.composer)  # raises UnknownNameError listing the valid names
+    reg.dataset(args.dataset)
+    data = _data_locations(args)
+    _split_available(reg, [args.dataset], data, explicit=True)
+    seed = args.seed if args.seed is not None else protocol.seeds[0]
+    device = _device_and_threads(args)
+    runner = Runner(reg, RunOptions(results=Path(args.results), cache_dir=Path(args.cache_dir),
+                                    device=device, data=data))
+    key = RunKey(protocol, args.dataset, args.composer, seed)
+    dataset = runner.dataset(protocol, args.dataset)
+    if not has_hidden_split(dataset):
+        raise CliError(f"dataset {args.dataset!r} has no hidden test split to export (its loader "
+                       "defines no hidden_split; see cirbench/export.py)")
+    try:
+        split = dataset.hidden_split(Path(args.cache_dir))
+    except AnnotationError as exc:
+        raise CliError(str(exc)) from exc
+    seed_everything(seed)
+    composer = runner.build_composer(key, dataset)
+    _load_saved(runner, key, composer, args)
+    try:
+        files = export_predictions(composer, split, Path(args.out), batch_size=protocol.eval_batch_size,
+                                   chunk=protocol.eval_chunk)
+    except ExportFormatError as exc:
+        raise CliError(f"the export does not pass the format's checks, nothing written: {exc}") from exc
+    print(f"{key}: {len(split.queries)} queries of {args.dataset} {split.name} ranked")
+    for f in files:
+        print(f"wrote {f}")
+    return 0
+
+
+def _cmd_attention(reg: Registry, args: argparse.Namespace) -> int:
+    from cirbench.attention import write_attention_report
     from cirbench.composer import supports_attention_maps
     from cirbench.results import RunKey
     from cirbench.runner import Runner, RunOptions
@@ -259,17 +316,7 @@ def _cmd_attention(reg: Registry, args: argparse.Namespace) -> int:
         raise CliError(f"composer {args.composer!r} ({reg.provider('composer', args.composer)}) has no "
                        "attention maps: it does not implement Composer.attention_maps "
                        "(the optional method of cirbench/composer.py)")
-    model_file = runner.store.model_path(key)
-    if not model_file.exists():
-        raise CliError(
-            f"no saved model for {key}: expected {model_file}. Run `cirbench run --composer "
-            f"{args.composer} --dataset {args.dataset} --protocol {protocol.name} --seed {seed} "
-            f"--results {args.results} --save-model` first")
-    try:
-        load_saved_model(composer, model_file)
-    except (RuntimeError, OSError, ValueError, pickle.UnpicklingError) as exc:
-        raise CliError(f"{model_file}: cannot load it into composer {args.composer!r} "
-                       f"(saved by another version of the composer?): {exc}") from exc
+    _load_saved(runner, key, composer, args)
     records = write_attention_report(
         composer, dataset, indices, Path(args.out),
         heading=f"Attention maps: {args.composer} on {args.dataset} ({protocol.label}, seed {seed})",
@@ -498,6 +545,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int_at_least(1), default=None, metavar="N", help="torch CPU threads")
     _add_data_options(p)
     p.set_defaults(func=_cmd_attention)
+
+    p = sub.add_parser("export", help="write a trained composer's predictions on a hidden test split in "
+                       "the format its evaluation server or starter kit reads (needs `cirbench run ... "
+                       "--save-model`)")
+    p.add_argument("--composer", required=True, metavar="NAME")
+    p.add_argument("--dataset", required=True, metavar="NAME", help="the dataset it was run on (cirr, fashioniq, ...)")
+    p.add_argument("--protocol", default=DEFAULT_PROTOCOL, metavar="NAME",
+                   help=f"protocol of the run (default: {DEFAULT_PROTOCOL})")
+    p.add_argument("--seed", type=int, default=None, metavar="N",
+                   help="seed of the run (default: the protocol's first seed)")
+    p.add_argument("--results", default="results", metavar="DIR", help="results folder (default: results)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the prediction files")
+    p.add_argument("--cache-dir", default=str(default_cache_dir()), metavar="DIR",
+                   help="where datasets keep generated or decoded data (default: %(default)s)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
+    _add_data_options(p)
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("leaderboard", help="write the leaderboard (Markdown, CSV, plots) from results")
     p.add_argument("--results", default="results", metavar="DIR", help="results folder (default: results)")

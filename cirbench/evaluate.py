@@ -18,7 +18,14 @@ import torch
 from cirbench.composer import Composer
 from cirbench.data.contract import CIRDataset, Query
 from cirbench.data.images import normalize_images
-from cirbench.metrics import format_recalls, rank_queries, recall_at_k, recall_by_group
+from cirbench.metrics import (
+    chance_recall,
+    format_recalls,
+    rank_queries,
+    ranking_pools,
+    recall_at_k,
+    recall_by_group,
+)
 from cirbench.progress import progress_bar
 
 
@@ -28,7 +35,13 @@ class NonFiniteEmbeddingError(FloatingPointError):
 
 @dataclass
 class Evaluation:
-    """Recall@K overall and per group, the per-query ranks, and the time it took."""
+    """Recall@K overall and per group, the per-query ranks, and the time it took.
+
+    ``seconds`` is the whole evaluation; of it, ``embed_seconds`` went to the embedding passes
+    (``embedded_images`` images: every gallery image and every query's reference) and
+    ``rank_seconds`` to :func:`~cirbench.metrics.rank_queries`. ``chance`` is the Recall@K
+    a random ranking would score under the same rules (:func:`~cirbench.metrics.chance_recall`).
+    """
 
     overall: dict[str, float]
     groups: dict[str, dict[str, float]]
@@ -36,6 +49,31 @@ class Evaluation:
     num_queries: int = 0
     gallery_size: int = 0
     seconds: float = 0.0
+    embed_seconds: float = 0.0
+    embedded_images: int = 0
+    rank_seconds: float = 0.0
+    chance: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def embed_images_per_second(self) -> float:
+        """Images through the encoders per second of the embedding passes (0 if untimed)."""
+        return self.embedded_images / self.embed_seconds if self.embed_seconds else 0.0
+
+    @property
+    def rank_queries_per_second(self) -> float:
+        """Queries ranked per second of ranking (0 if untimed)."""
+        return self.num_queries / self.rank_seconds if self.rank_seconds else 0.0
+
+
+def _host_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``images`` in pinned memory when they go to a CUDA device (the copy in
+    :func:`normalize_images` is then asynchronous), else unchanged."""
+    return images.pin_memory() if device.type == "cuda" else images
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 @torch.inference_mode()
@@ -46,7 +84,7 @@ def embed_images(
     out = []
     for start in progress_bar(range(0, len(ids), batch_size), desc=desc, unit="batch"):
         batch = [int(i) for i in ids[start : start + batch_size]]
-        images = normalize_images(dataset.images(batch), composer.device)
+        images = normalize_images(_host_images(dataset.images(batch), torch.device(composer.device)), composer.device)
         out.append(composer.embed_target(images).float())
     emb = torch.cat(out) if out else torch.empty(0, 0)
     if not torch.isfinite(emb).all():
@@ -62,7 +100,8 @@ def embed_queries(
     out = []
     for start in progress_bar(range(0, len(queries), batch_size), desc="queries", unit="batch"):
         chunk = queries[start : start + batch_size]
-        images = normalize_images(dataset.images([q.reference for q in chunk]), composer.device)
+        images = normalize_images(_host_images(dataset.images([q.reference for q in chunk]),
+                                               torch.device(composer.device)), composer.device)
         out.append(composer.compose(images, [q.text for q in chunk]).float())
     emb = torch.cat(out)
     if not torch.isfinite(emb).all():
@@ -81,8 +120,13 @@ def evaluate(
         queries = list(dataset.queries())
         if not queries:
             raise ValueError(f"dataset {dataset.name!r} has no test queries")
+        device = torch.device(composer.device)
+        t = time.perf_counter()
         q_emb = embed_queries(composer, dataset, queries, batch_size)
+        _sync(device)
+        embed_seconds, embedded, rank_seconds = time.perf_counter() - t, len(queries), 0.0
         ranks = torch.empty(len(queries), dtype=torch.long)
+        num_correct, num_ranked = [0] * len(queries), [0] * len(queries)
         per_group = dataset.has_group_galleries()
         gallery_keys = sorted({q.group for q in queries}) if per_group else [None]
         gallery_size = 0
@@ -90,7 +134,11 @@ def evaluate(
             rows = [i for i, q in enumerate(queries) if key is None or q.group == key]
             gallery = np.asarray(dataset.gallery(key), dtype=np.int64)
             gallery_size = max(gallery_size, len(gallery))
+            t = time.perf_counter()
             g_emb = embed_images(composer, dataset, gallery, batch_size, desc=f"gallery {key or ''}".strip())
+            _sync(device)
+            embed_seconds, embedded = embed_seconds + time.perf_counter() - t, embedded + len(gallery)
+            t = time.perf_counter()
             ranks[rows] = rank_queries(
                 q_emb[rows],
                 g_emb,
@@ -100,6 +148,13 @@ def evaluate(
                 chunk=chunk,
                 candidates=[getattr(queries[i], "candidates", None) for i in rows],
             )
+            rank_seconds += time.perf_counter() - t
+            m, n = ranking_pools(
+                gallery.tolist(), [queries[i].reference for i in rows], [queries[i].targets for i in rows],
+                [getattr(queries[i], "candidates", None) for i in rows],
+            )
+            for i, mi, ni in zip(rows, m, n):
+                num_correct[i], num_ranked[i] = mi, ni
     finally:
         composer.train(was_training)
     groups = [q.group for q in queries]
@@ -107,7 +162,11 @@ def evaluate(
         overall=format_recalls(recall_at_k(ranks, ks)),
         groups={g: format_recalls(r) for g, r in recall_by_group(ranks, groups, ks).items()},
         ranks=ranks.tolist(),
+        chance=format_recalls(chance_recall(num_correct, num_ranked, ks)),
         num_queries=len(queries),
         gallery_size=gallery_size,
         seconds=time.perf_counter() - start,
+        embed_seconds=embed_seconds,
+        embedded_images=embedded,
+        rank_seconds=rank_seconds,
     )

@@ -38,7 +38,12 @@ def results_frame(results: Iterable[RunResult]) -> pd.DataFrame:
             "eval_s": r.eval.seconds if r.eval else None,
             "device": r.device,
             "pretrained": bool(r.protocol.fields.get("pretrained")),
+            "num_queries": r.eval.num_queries if r.eval else None,
+            "gallery_size": r.eval.gallery_size if r.eval else None,
+            "error": r.error or "",
         }
+        for k, v in ((r.eval.extra.get("chance") if r.eval else None) or {}).items():
+            row[f"chance {k}"] = v
         if r.metrics:
             row.update(r.metrics.overall)
         rows.append(row)
@@ -80,6 +85,37 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(order, ascending=False).reset_index()
 
 
+def _first_k(part: pd.DataFrame) -> str | None:
+    cols = _recall_columns(part)
+    return cols[0] if cols else None
+
+
+def _chance(part: pd.DataFrame) -> float | None:
+    """The chance level of the first R@K over the table's ok runs (one value: every run of a
+    protocol and dataset ranks the same queries against the same galleries)."""
+    k = _first_k(part)
+    col = f"chance {k}"
+    if k is None or col not in part:
+        return None
+    values = part.loc[part["status"] == "ok", col].dropna()
+    return float(values.iloc[0]) if len(values) else None
+
+
+def _evaluation_facts(part: pd.DataFrame) -> str:
+    """``Evaluation: Q queries, gallery of G images; chance R@1 = x %.`` from the ok runs
+    (G is the largest gallery where query groups have galleries of their own)."""
+    ok = part[part["status"] == "ok"]
+    if ok.empty or ok["num_queries"].isna().all():
+        return ""
+    queries = int(ok["num_queries"].dropna().iloc[0])
+    gallery = int(ok["gallery_size"].dropna().iloc[0])
+    text = f"Evaluation: {queries} queries, gallery of {gallery} images"
+    chance = _chance(part)
+    if chance is not None:
+        text += f"; chance R@{_first_k(part)[2:]} (a random ranking) = {100 * chance:.2f} %"
+    return text + "."
+
+
 def _fmt_recall(mean: float, std: float) -> str:
     if pd.isna(std):
         return f"{100 * mean:.1f}"
@@ -106,7 +142,10 @@ def markdown_table(summary: pd.DataFrame) -> str:
     return tabulate(rows, headers="keys", tablefmt="github")
 
 
-def _plot(summary: pd.DataFrame, title: str, path: Path) -> None:
+def _plot(summary: pd.DataFrame, title: str, path: Path, chance: float | None = None) -> None:
+    """Bars of R@K per composer; a whisker of ± std over seeds only where there are several
+    seeds (no whisker, not a zero-length one, for a single seed); a dotted line at the chance
+    level of the first K when it is known."""
     import io
 
     import matplotlib
@@ -119,9 +158,17 @@ def _plot(summary: pd.DataFrame, title: str, path: Path) -> None:
     width = 0.8 / max(1, len(rcols))
     for i, c in enumerate(rcols):
         xs = [j + i * width for j in range(len(summary))]
-        ax.bar(xs, 100 * summary[f"{c} mean"], width,
-               yerr=100 * summary[f"{c} std"].fillna(0), label=c, capsize=2)
+        ax.bar(xs, 100 * summary[f"{c} mean"], width, label=c)
+        spread = summary[f"{c} std"]
+        has = spread.notna().to_numpy()  # an interval only where several seeds give one
+        if has.any():
+            ax.errorbar([x for x, h in zip(xs, has) if h], 100 * summary[f"{c} mean"][has],
+                        yerr=100 * spread[has], fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
     ax.set_xticks([j + width * (len(rcols) - 1) / 2 for j in range(len(summary))])
+    if chance is not None:
+        ax.axhline(100 * chance, color="0.3", linestyle=":", linewidth=1)
+        ax.annotate(f"chance R@{rcols[0][2:]} = {100 * chance:.1f}", (1.0, 100 * chance), xycoords=("axes fraction", "data"),
+                    xytext=(-2, 2), textcoords="offset points", ha="right", fontsize=6, color="0.3")
     ax.set_xticklabels(summary["composer"], rotation=20, ha="right")
     ax.set_ylabel("Recall (%)")
     ax.set_ylim(0, 100)
@@ -155,7 +202,7 @@ def write_leaderboard(results: Iterable[RunResult], out_dir: Path, plots: bool =
         pretrained = "ImageNet weights" if part["pretrained"].any() else "no pretrained weights"
         devices = ", ".join(sorted(set(part["device"])))
         lines = [f"# {dataset} · protocol {label}", "",
-                 f"Backbone weights: {pretrained}. Device: {devices}.", ""]
+                 f"Backbone weights: {pretrained}. Device: {devices}. {_evaluation_facts(part)}", ""]
         if summary.empty:
             lines.append("No successful run.")
         else:
@@ -164,14 +211,15 @@ def write_leaderboard(results: Iterable[RunResult], out_dir: Path, plots: bool =
         if not bad.empty:
             lines += ["", "Runs without a result:", ""]
             for _, r in bad.sort_values(["composer", "seed"]).iterrows():
-                lines.append(f"- {r['composer']} seed {r['seed']}: {r['status']}")
+                reason = f" ({r['error'].splitlines()[0][:200]})" if r["error"] else ""
+                lines.append(f"- {r['composer']} seed {r['seed']}: {r['status']}{reason}")
         md = "\n".join(lines) + "\n"
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / f"{stem}.md", md)
         if not summary.empty:
             atomic_write_text(out_dir / f"{stem}.csv", summary.to_csv(index=False))
             if plots:
-                _plot(summary, f"{dataset} · {label}", out_dir / f"{stem}.png")
+                _plot(summary, f"{dataset} · {label}", out_dir / f"{stem}.png", _chance(part))
         written.append(out_dir / f"{stem}.md")
         index += [f"## {dataset} · protocol {label}", "", md.split("\n", 2)[2], ""]
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,16 @@ Ranking rules, the same for every composer and dataset:
 * ties are broken by gallery position: among equal scores, the earlier gallery entry ranks
   first. The rank of a target is therefore ``#(score > s) + #(score == s, earlier)``.
 * a query with no correct target in its gallery gets rank :data:`NO_HIT` (never a hit).
+
+The scores are *defined* as above; :func:`rank_queries` does not compute all of them in
+float64. It scores each chunk with one float32 product of the unit vectors, which is within
+:func:`score_error_bound` (about ``(d + 6) * 2**-24``) of the defined score whatever the kernel
+or chunk shape, and computes the defined score, pair by pair, only for each query's targets
+and for the entries whose float32 score lies within that bound of its best target's score.
+Entries further above count as ahead, entries further below as behind, so the ranks are
+exactly those of the rules on the defined scores, independent of the chunk size, of the query
+order and of the device; only the speed is that of a float32 product (benchmarks/ranking.py
+measures it against a float32 product plus a top-50).
 """
 
 from __future__ import annotations
@@ -85,6 +95,95 @@ def ranks_from_scores(
     return torch.where(has_target, ranks, torch.full_like(ranks, NO_HIT))
 
 
+def score_error_bound(dim: int) -> float:
+    """A bound on ``|fast - exact|`` for one score of :func:`rank_queries`'s fast pass.
+
+    The fast pass multiplies float32 copies of the float64-normalised embeddings in float32.
+    With ``u = 2**-24``: the float32 unit vectors (the query rounded from float64, the
+    gallery row multiplied by its rounded inverse norm in float32) are within ``u`` and
+    ``2u + u**2`` of the float64 unit vectors, which moves their dot product by at most
+    ``3u + 3u**2``; the float32 dot product of ``dim`` terms adds at most
+    ``gamma_dim * (1 + u)**2`` with ``gamma_dim = dim*u / (1 - dim*u)``, whatever the
+    summation order or fused multiply-adds (any BLAS, any chunk shape; Higham, *Accuracy and
+    Stability of Numerical Algorithms*, 2nd ed., §3.1); the exact score is the float64 cosine
+    (error below ``1e-12``) rounded to float32 (``u/2``), magnitudes below
+    :data:`ZERO_TOLERANCE` set to 0. The returned bound, ``(dim + 6) * u * (1 + 2*dim*u) +
+    2 * ZERO_TOLERANCE``, covers the sum. Raises ``ValueError`` for ``dim < 1`` or
+    ``dim * u >= 0.1`` (dimensions above 1.6M, where it would be useless).
+    """
+    u = 2.0**-24
+    if dim < 1 or dim * u >= 0.1:
+        raise ValueError(f"embedding dimension must be in [1, {int(0.1 / u)}), got {dim}")
+    return (dim + 6) * u * (1 + 2 * dim * u) + 2 * ZERO_TOLERANCE
+
+
+def exact_pair_scores(
+    query_unit: torch.Tensor,
+    gallery_emb: torch.Tensor,
+    gallery_inv_norm: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+) -> torch.Tensor:
+    """Scores of the pairs ``(rows[k], cols[k])`` under the module's rule, ``float32 [P]``.
+
+    ``query_unit`` ``[Q, D]`` float64 rows normalised (``F.normalize``); ``gallery_emb``
+    ``[N, D]`` the raw gallery; ``gallery_inv_norm`` ``[N]`` float64 ``1 / max(|g|, 1e-12)``.
+    Each pair is computed on its own (float64 dot product scaled by the inverse norm,
+    magnitudes below :data:`ZERO_TOLERANCE` set to 0, rounded to float32), so a pair's score
+    never depends on which other pairs are computed with it.
+    """
+    if rows.numel() == 0:
+        return torch.empty(0, dtype=torch.float32, device=query_unit.device)
+    a = query_unit.index_select(0, rows).unsqueeze(1)  # [P, 1, D]
+    b = gallery_emb.index_select(0, cols).double().unsqueeze(2)  # [P, D, 1]
+    s = torch.bmm(a, b).flatten() * gallery_inv_norm.index_select(0, cols)
+    return s.masked_fill(s.abs() < ZERO_TOLERANCE, 0.0).float()
+
+
+_BYTE_SUM = 0x0101010101010101
+
+
+def _true_counts(mask: torch.Tensor) -> torch.Tensor:
+    """Number of True in each row of a contiguous bool ``[R, 8 * W]`` mask, ``int64 [R]``.
+
+    Viewed as ``int64 [R, W]``, each word holds 8 bytes that are 0 or 1; multiplying by
+    ``0x0101...01`` puts their sum (at most 8) in the top byte (integer products wrap in
+    torch, two's complement). Exact; several times faster on CPU than summing the mask as
+    bytes.
+    """
+    return ((mask.view(torch.int64) * _BYTE_SUM) >> 56).sum(dim=1)
+
+
+def _true_positions(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, column) of every True of a contiguous bool ``[R, 8 * W]`` mask, row-major; fast
+    when the mask is sparse (the int64 words that hold a True first, then their bytes)."""
+    w_row, w_col = torch.nonzero(mask.view(torch.int64), as_tuple=True)
+    k, byte = torch.nonzero(mask.view(mask.shape[0], -1, 8)[w_row, w_col], as_tuple=True)
+    return w_row[k], w_col[k] * 8 + byte
+
+
+#: when the entries at or above the lower threshold fill at most this many 8-entry words per
+#: query of a chunk, their positions are taken and split by the upper threshold (one compare
+#: pass fewer); else a second compare finds the entries above the upper threshold
+SPARSE_ENTRIES_PER_QUERY = 256
+
+
+class _full_float32_matmul:
+    """Within the block, float32 matrix products run in full float32 (no TF32 / bfloat16
+    shortcut that a caller may have enabled): :func:`score_error_bound` assumes it."""
+
+    def __enter__(self):
+        self.prev = torch.get_float32_matmul_precision()
+        if self.prev != "highest":
+            torch.set_float32_matmul_precision("highest")
+        return self
+
+    def __exit__(self, *exc):
+        if self.prev != "highest":
+            torch.set_float32_matmul_precision(self.prev)
+        return False
+
+
 def rank_queries(
     query_emb: torch.Tensor,
     gallery_emb: torch.Tensor,
@@ -96,67 +195,217 @@ def rank_queries(
 ) -> torch.Tensor:
     """Ranks of the best correct target for every query, ``chunk`` queries at a time.
 
-    Memory is bounded by ``chunk x len(gallery)`` (``chunk`` capped by
-    :func:`effective_chunk`); the result does not depend on ``chunk``.
+    ``query_emb`` ``[Q, D]``, ``gallery_emb`` ``[N, D]`` (finite floats, same device);
     ``targets[i]`` are the dataset ids that count as correct for query ``i``; ids not in the
     gallery are ignored. ``candidates[i]`` (optional; None for a query ranked against the
-    whole gallery) restricts query ``i``'s ranking to those gallery ids.
+    whole gallery) restricts query ``i``'s ranking to those gallery ids. Returns ``int64 [Q]``
+    on the CPU (:data:`NO_HIT` for a query without a correct target left).
+
+    The ranks are those of the module's rules on exact scores (float64 cosines rounded to
+    float32), computed fast: one float32 matrix product per chunk (memory ``chunk x N``:
+    one float32 and two bool matrices; ``chunk`` capped by :func:`effective_chunk`) gives
+    scores within :func:`score_error_bound` of the exact ones. The exact score of each
+    query's targets is computed pair by pair; a gallery entry whose fast score is above the
+    best target's exact score by more than the bound is counted as above it, one below by
+    more than the bound is not, and only the few entries in between are re-scored exactly
+    and compared by the tie rule. Queries with a candidate list are scored exactly on their
+    candidates only. Hence the ranks do not depend on ``chunk``, on the order of the queries
+    or on the matrix-product kernel (CPU or CUDA).
+
+    Raises ``ValueError`` for mismatched lengths, duplicate gallery ids, ``chunk < 1`` or
+    non-finite embeddings.
     """
-    chunk = effective_chunk(chunk, gallery_emb.shape[0])
+    n_g = gallery_emb.shape[0]
+    chunk = effective_chunk(chunk, n_g)
     n_q = query_emb.shape[0]
     if not (len(reference_ids) == len(targets) == n_q):
         raise ValueError(
             f"{n_q} query embeddings, {len(reference_ids)} reference ids, {len(targets)} target sets"
         )
     gallery_ids = torch.as_tensor(gallery_ids, dtype=torch.long)
-    if gallery_ids.numel() != gallery_emb.shape[0]:
-        raise ValueError(f"{gallery_ids.numel()} gallery ids for {gallery_emb.shape[0]} embeddings")
-    device = gallery_emb.device
+    if gallery_ids.numel() != n_g:
+        raise ValueError(f"{gallery_ids.numel()} gallery ids for {n_g} embeddings")
+    if candidates is not None and len(candidates) != n_q:
+        raise ValueError(f"{n_q} query embeddings, {len(candidates)} candidate lists")
     position = {int(g): i for i, g in enumerate(gallery_ids.tolist())}
     if len(position) != len(gallery_ids):
         raise ValueError("gallery ids are not unique")
-    # (query row, gallery column) of every correct target, sorted by row, and the column of
-    # each query's reference (-1 when it is not in the gallery)
-    t_rows, t_cols = [], []
-    for qi, ts in enumerate(targets):
-        cols = sorted({position[int(t)] for t in ts if int(t) in position})
-        t_rows += [qi] * len(cols)
-        t_cols += cols
-    t_rows_t = torch.tensor(t_rows, dtype=torch.long)
-    t_cols_t = torch.tensor(t_cols, dtype=torch.long)
-    ref_cols = torch.tensor([position.get(int(r), -1) for r in torch.as_tensor(reference_ids).tolist()], dtype=torch.long)
-    # queries with a candidate list: (row, column) of each candidate, sorted by row
-    restricted = torch.zeros(n_q, dtype=torch.bool)
+    if not (torch.isfinite(query_emb).all() and torch.isfinite(gallery_emb.sum(dim=1)).all()):
+        if not torch.isfinite(gallery_emb).all() or not torch.isfinite(query_emb).all():
+            raise ValueError("scores contain NaN: the composer produced non-finite embeddings")
+    device = gallery_emb.device
+    ref_cols = [position.get(int(r), -1) for r in torch.as_tensor(reference_ids).tolist()]
+    # (query row, gallery column) of every correct target that counts (not the reference,
+    # inside the candidate list if any), sorted by row; the same for candidates
+    t_rows: list[int] = []
+    t_cols: list[int] = []
     c_rows: list[int] = []
     c_cols: list[int] = []
-    if candidates is not None:
-        if len(candidates) != n_q:
-            raise ValueError(f"{n_q} query embeddings, {len(candidates)} candidate lists")
-        for qi, cs in enumerate(candidates):
-            if cs is None:
-                continue
+    restricted = [False] * n_q
+    for qi, ts in enumerate(targets):
+        cols = {position[int(t)] for t in ts if int(t) in position}
+        cols.discard(ref_cols[qi])
+        cs = None if candidates is None else candidates[qi]
+        if cs is not None:
             restricted[qi] = True
-            cols = sorted({position[int(c)] for c in cs if int(c) in position})
-            c_rows += [qi] * len(cols)
-            c_cols += cols
+            cand = {position[int(c)] for c in cs if int(c) in position}
+            cand.discard(ref_cols[qi])
+            cols &= cand
+            c_rows += [qi] * len(cand)
+            c_cols += sorted(cand)
+        t_rows += [qi] * len(cols)
+        t_cols += sorted(cols)
+    t_rows_t = torch.tensor(t_rows, dtype=torch.long)
+    t_cols_t = torch.tensor(t_cols, dtype=torch.long)
     c_rows_t = torch.tensor(c_rows, dtype=torch.long)
     c_cols_t = torch.tensor(c_cols, dtype=torch.long)
-    out = torch.empty(n_q, dtype=torch.long)
+    restricted_t = torch.tensor(restricted, dtype=torch.bool)
+    ref_cols_t = torch.tensor(ref_cols, dtype=torch.long)
+    has_target = torch.zeros(n_q, dtype=torch.bool)
+    has_target[t_rows_t] = True
+    out = torch.full((n_q,), NO_HIT, dtype=torch.long)
+    if not has_target.any():
+        return out
+    dim = query_emb.shape[1]
+    bound = score_error_bound(max(dim, 1))  # d = 0: every product is exactly 0
+    query_unit = F.normalize(query_emb.to(device).double(), dim=1, eps=1e-12)
+    fast_rows = has_target & ~restricted_t
+    # the gallery's inverse float64 norms, and (for the fast pass) its float32 unit rows,
+    # converted in slices (never a float64 copy of the whole gallery)
+    inv_norm = torch.empty(n_g, dtype=torch.float64, device=device)
+    gallery_unit = torch.empty(n_g, dim, dtype=torch.float32, device=device) if fast_rows.any() else None
+    for s in range(0, n_g, 8192):
+        g = gallery_emb[s : s + 8192]
+        inv_norm[s : s + 8192] = 1.0 / torch.linalg.vector_norm(g, dim=1, dtype=torch.float64).clamp_min_(1e-12)
+        if gallery_unit is None:
+            continue
+        if g.dtype == torch.float32:  # a float32 product: within 2u of the float64 unit row
+            torch.mul(g, inv_norm[s : s + 8192, None].float(), out=gallery_unit[s : s + 8192])
+        else:
+            gallery_unit[s : s + 8192] = g.double() * inv_norm[s : s + 8192, None]
+    n_pad = -(-n_g // 8) * 8  # bool rows padded to whole int64 words (the padding stays False)
+    scores = above = window = None
+    inf = torch.tensor(float("inf"), device=device)
+    with _full_float32_matmul():
+        for start in range(0, n_q, chunk):
+            stop = min(start + chunk, n_q)
+            lo, hi = torch.searchsorted(t_rows_t, torch.tensor([start, stop])).tolist()
+            if lo == hi:
+                continue  # no query of this chunk has a target
+            tr, tc = t_rows_t[lo:hi].to(device), t_cols_t[lo:hi].to(device)
+            t_score = exact_pair_scores(query_unit, gallery_emb, inv_norm, tr, tc)
+            # best target of each row: highest exact score, then earliest position
+            best = torch.full((stop - start,), float("-inf"), device=device)
+            best.scatter_reduce_(0, tr - start, t_score, "amax")
+            is_best = t_score == best[tr - start]
+            best_pos = torch.full((stop - start,), n_g, dtype=torch.long, device=device)
+            best_pos.scatter_reduce_(0, (tr - start)[is_best], tc[is_best], "amin")
+            ranks = torch.zeros(stop - start, dtype=torch.long, device=device)
+
+            def count_before(rows: torch.Tensor, cols: torch.Tensor) -> None:
+                """Add to ``ranks`` the pairs that rank before their row's best target."""
+                exact = exact_pair_scores(query_unit, gallery_emb, inv_norm, rows, cols)
+                r = rows - start
+                ahead = (exact > best[r]) | ((exact == best[r]) & (cols < best_pos[r]))
+                ranks.scatter_add_(0, r, ahead.long())
+
+            # queries with a candidate list: exact scores of their candidates only
+            lo, hi = torch.searchsorted(c_rows_t, torch.tensor([start, stop])).tolist()
+            if lo < hi:
+                count_before(c_rows_t[lo:hi].to(device), c_cols_t[lo:hi].to(device))
+            # the others: one float32 product; exact scores only within the bound of the best
+            # target's score: above it by more is ahead, below it by more is behind
+            rows = torch.nonzero(fast_rows[start:stop]).flatten() + start
+            if len(rows):
+                m = len(rows)
+                if scores is None:
+                    scores = torch.empty(chunk, n_g, dtype=torch.float32, device=device)
+                    above = torch.zeros(chunk, n_pad, dtype=torch.bool, device=device)
+                    window = torch.zeros(chunk, n_pad, dtype=torch.bool, device=device)
+                rows_d = rows.to(device)
+                s = torch.mm(query_unit.index_select(0, rows_d).float(), gallery_unit.t(), out=scores[:m])
+                refs = ref_cols_t[rows]
+                has_ref = refs >= 0
+                s[torch.arange(m, device=device)[has_ref.to(device)], refs[has_ref].to(device)] = float("-inf")
+                b = best[rows_d - start].double()
+                # thresholds rounded outwards to float32, so the bound holds after rounding
+                upper = torch.nextafter((b + bound).float(), inf).unsqueeze(1)
+                lower = torch.nextafter((b - bound).float(), -inf).unsqueeze(1)
+                torch.ge(s, lower, out=window[:m, :n_g])  # ahead of the best target, or within the bound
+                # int64 words holding a True: at least 1/8 of the Trues, at most all of them
+                if int(torch.count_nonzero(window[:m].view(torch.int64))) <= SPARSE_ENTRIES_PER_QUERY * m:
+                    # few (small ranks, as after training): split them by the upper threshold
+                    r, c = _true_positions(window[:m])
+                    ahead = s[r, c] > upper[r, 0]
+                    ranks.index_add_(0, rows_d[r[ahead]] - start, torch.ones_like(c[ahead]))
+                    inside = ~ahead
+                    count_before(rows_d[r[inside]], c[inside])
+                else:
+                    torch.gt(s, upper, out=above[:m, :n_g])
+                    ranks.index_add_(0, rows_d - start, _true_counts(above[:m]))
+                    torch.bitwise_xor(window[:m], above[:m], out=window[:m])  # lower <= s <= upper
+                    r, c = _true_positions(window[:m])
+                    count_before(rows_d[r], c)
+            done = has_target[start:stop]
+            out[start:stop][done] = ranks.cpu()[done]
+    return out
+
+
+def top_k_ids(
+    query_emb: torch.Tensor,
+    gallery_emb: torch.Tensor,
+    gallery_ids: Sequence[int] | torch.Tensor,
+    reference_ids: Sequence[int] | torch.Tensor,
+    k: int,
+    chunk: int = 1024,
+    candidates: Sequence[Iterable[int] | None] | None = None,
+) -> list[list[int]]:
+    """The ``k`` best gallery ids of each query, best first, under the module's rules.
+
+    Exact scores (:func:`cosine_scores`), the reference left out, only the candidates when
+    ``candidates[i]`` is given, ties to the earlier gallery entry; a query with fewer than
+    ``k`` entries left gets them all. ``query_emb`` ``[Q, D]``, ``gallery_emb`` ``[N, D]``;
+    memory is bounded by ``chunk x N`` (``chunk`` capped by :func:`effective_chunk`). For
+    exports of hidden test splits (small galleries); ranking for metrics is
+    :func:`rank_queries`. Raises ``ValueError`` for ``k < 1``, mismatched lengths, duplicate
+    gallery ids or non-finite embeddings.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    n_q, n_g = query_emb.shape[0], gallery_emb.shape[0]
+    if len(reference_ids) != n_q or (candidates is not None and len(candidates) != n_q):
+        raise ValueError(f"{n_q} query embeddings, {len(reference_ids)} reference ids"
+                         + ("" if candidates is None else f", {len(candidates)} candidate lists"))
+    ids = torch.as_tensor(gallery_ids, dtype=torch.long)
+    if ids.numel() != n_g:
+        raise ValueError(f"{ids.numel()} gallery ids for {n_g} embeddings")
+    id_list = ids.tolist()
+    position = {g: i for i, g in enumerate(id_list)}
+    if len(position) != n_g:
+        raise ValueError("gallery ids are not unique")
+    if not (torch.isfinite(query_emb).all() and torch.isfinite(gallery_emb).all()):
+        raise ValueError("scores contain NaN: the composer produced non-finite embeddings")
+    refs = torch.as_tensor(reference_ids).tolist()
+    chunk = effective_chunk(chunk, n_g)
+    out: list[list[int]] = []
     for start in range(0, n_q, chunk):
         stop = min(start + chunk, n_q)
-        scores = cosine_scores(query_emb[start:stop].to(device), gallery_emb)
-        target_mask = torch.zeros_like(scores, dtype=torch.bool)
-        lo, hi = torch.searchsorted(t_rows_t, torch.tensor([start, stop])).tolist()
-        target_mask[(t_rows_t[lo:hi] - start).to(device), t_cols_t[lo:hi].to(device)] = True
-        exclude = torch.zeros_like(target_mask)
-        if restricted[start:stop].any():  # leave out everything but each list's candidates
-            exclude[restricted[start:stop].to(device)] = True
-            lo, hi = torch.searchsorted(c_rows_t, torch.tensor([start, stop])).tolist()
-            exclude[(c_rows_t[lo:hi] - start).to(device), c_cols_t[lo:hi].to(device)] = False
-        refs = ref_cols[start:stop]
-        rows = torch.nonzero(refs >= 0).flatten()
-        exclude[rows.to(device), refs[rows].to(device)] = True
-        out[start:stop] = ranks_from_scores(scores, target_mask, exclude).cpu()
+        scores = cosine_scores(query_emb[start:stop], gallery_emb).cpu()
+        for r in range(stop - start):
+            qi = start + r
+            if candidates is not None and candidates[qi] is not None:
+                keep = torch.full((n_g,), float("-inf"))
+                cols = [position[int(c)] for c in candidates[qi] if int(c) in position]
+                keep[cols] = 0.0
+                scores[r] += keep
+            ref = position.get(int(refs[qi]))
+            if ref is not None:
+                scores[r, ref] = float("-inf")
+        # stable: among equal scores the earlier gallery entry comes first
+        order = torch.sort(scores, dim=1, descending=True, stable=True)
+        for vals, idx in zip(order.values[:, :k], order.indices[:, :k]):
+            n = int(torch.isfinite(vals).sum())
+            out.append([id_list[j] for j in idx[:n].tolist()])
     return out
 
 
@@ -180,6 +429,72 @@ def recall_by_group(
     for i, g in enumerate(groups):
         by.setdefault(g, []).append(i)
     return {g: recall_at_k(ranks[idx], ks) for g, idx in sorted(by.items())}
+
+
+def ranking_pools(
+    gallery_ids: Sequence[int],
+    reference_ids: Sequence[int],
+    targets: Sequence[Iterable[int]],
+    candidates: Sequence[Iterable[int] | None] | None = None,
+) -> tuple[list[int], list[int]]:
+    """``(num_correct, num_ranked)`` per query under :func:`rank_queries`' rules: the
+    entries a query is ranked among (the gallery, or its candidates within the gallery, less
+    its own reference) and how many of them are correct targets. For :func:`chance_recall`."""
+    gallery = {int(g) for g in gallery_ids}
+    correct, ranked = [], []
+    for i, (ref, tgt) in enumerate(zip(reference_ids, targets)):
+        cand = None if candidates is None else candidates[i]
+        pool = gallery if cand is None else gallery & {int(c) for c in cand}
+        n = len(pool) - (int(ref) in pool)
+        m = len({int(t) for t in tgt if int(t) in pool and int(t) != int(ref)})
+        correct.append(m)
+        ranked.append(n)
+    return correct, ranked
+
+
+def chance_recall(num_correct: Sequence[int], num_ranked: Sequence[int], ks: Iterable[int]) -> dict[int, float]:
+    """Expected Recall@K of a uniformly random ranking: the chance level of a table.
+
+    A query with ``m`` correct entries among the ``n`` it is ranked against misses them all
+    in a random top K with probability ``C(n - m, K) / C(n, K)`` (0 when ``n - m < K``); its
+    chance of a hit is one minus that, and 0 when ``m = 0`` (a query without a correct entry
+    never hits). The chance level is the mean over queries; e.g. one correct entry among
+    ``n``: ``K / n``.
+
+    Args:
+        num_correct, num_ranked: ``[Q]`` counts per query (see :func:`ranking_pools`).
+        ks: the K values.
+
+    Returns:
+        ``{K: chance}``, fractions in [0, 1].
+
+    Raises:
+        ValueError: for lengths that differ, no query, or counts outside
+            ``0 <= num_correct <= num_ranked``.
+    """
+    from math import exp, lgamma
+
+    pairs = list(zip(num_correct, num_ranked))
+    if len(pairs) != len(num_correct) or len(pairs) != len(num_ranked):
+        raise ValueError(f"{len(num_correct)} correct counts for {len(num_ranked)} ranked counts")
+    if not pairs:
+        raise ValueError("chance_recall of zero queries is undefined")
+    if any(not 0 <= m <= n for m, n in pairs):
+        raise ValueError("counts must satisfy 0 <= num_correct <= num_ranked")
+    out = {}
+    for k in ks:
+        total = 0.0
+        for m, n in pairs:
+            if m == 0:
+                continue
+            if n - m < k:
+                total += 1.0
+                continue
+            # log C(n - m, k) - log C(n, k)
+            miss = exp(lgamma(n - m + 1) - lgamma(n - m - k + 1) - lgamma(n + 1) + lgamma(n - k + 1))
+            total += 1.0 - miss
+        out[int(k)] = total / len(pairs)
+    return out
 
 
 def format_recalls(recalls: Mapping[int, float]) -> dict[str, float]:

@@ -228,6 +228,13 @@ class Runner:
                 num_queries=ev.num_queries,
                 gallery_size=ev.gallery_size,
                 queries_per_second=ev.num_queries / ev.seconds if ev.seconds else 0.0,
+                extra={
+                    "embed_seconds": ev.embed_seconds,
+                    "embed_images_per_second": ev.embed_images_per_second,
+                    "rank_seconds": ev.rank_seconds,
+                    "rank_queries_per_second": ev.rank_queries_per_second,
+                    "chance": ev.chance,
+                },
             )
             if self.options.save_model:
                 state = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v

@@ -320,3 +320,47 @@ def write_cirr(root: Path) -> Path:
         for k, n in enumerate(names):
             write_image(root / cirr_image_path(n), 800 + 10 * (split == "val") + k, size=(24, 18))
     return root
+
+
+# --- hidden test splits (no targets): CIRR test1, FashionIQ test ------------------------------------
+CIRR_TEST1 = [f"test1-{k}-{k % 4}-img{k % 2}" for k in range(56)]
+
+
+def write_cirr_test1(root: Path, n_pairs: int = 7) -> Path:
+    """cirr/captions/cap.rc2.test1.json (pairid, reference, caption, img_set; no targets),
+    cirr/image_splits/split.rc2.test1.json and 56 PNGs under test1/: more than the server's
+    top 50. Pair k's image set is 6 consecutive images, the reference among them."""
+    import json
+
+    names = CIRR_TEST1
+    pairs = []
+    for k in range(n_pairs):
+        members = names[6 * k: 6 * k + 6]
+        pairs.append({"pairid": 12000 + k, "reference": members[k % 6], "caption": f"test change {k}",
+                      "img_set": {"id": k, "members": members, "reference_rank": k % 6}})
+    (root / "cirr" / "captions").mkdir(parents=True, exist_ok=True)
+    (root / "cirr" / "image_splits").mkdir(parents=True, exist_ok=True)
+    (root / "cirr" / "captions" / "cap.rc2.test1.json").write_text(json.dumps(pairs))
+    (root / "cirr" / "image_splits" / "split.rc2.test1.json").write_text(
+        json.dumps({n: f"./test1/{n}.png" for n in names}))
+    for k, n in enumerate(names):
+        write_image(root / "test1" / f"{n}.png", 5000 + k, size=(12, 10))
+    return root
+
+
+FIQ_TEST_IMAGES = 52  # per category: more than the starter kit's top 50
+
+
+def write_fashioniq_test(root: Path) -> Path:
+    """captions/cap.<cat>.test.json (candidate, captions; no targets), image_splits/
+    split.<cat>.test.json (52 asins each) and their images."""
+    import json
+
+    for ci, cat in enumerate(("dress", "shirt", "toptee")):
+        asins = [f"{cat[0].upper()}T{k}" for k in range(FIQ_TEST_IMAGES)]
+        entries = [{"candidate": asins[k], "captions": [f"is colour {k}", f"has pattern {k}"]} for k in range(3)]
+        (root / "captions" / f"cap.{cat}.test.json").write_text(json.dumps(entries))
+        (root / "image_splits" / f"split.{cat}.test.json").write_text(json.dumps(asins))
+        for k, a in enumerate(asins):
+            write_image(root / "images" / f"{a}.jpg", 7000 + 100 * ci + k, size=(10, 12))
+    return root

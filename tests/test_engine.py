@@ -188,3 +188,15 @@ def test_evaluation_rules_end_to_end():
     assert ev.groups["g1"] == {"R@1": 0.5, "R@2": 1.0, "R@5": 1.0}
     assert ev.groups["g2"] == pytest.approx({"R@1": 1 / 3, "R@2": 2 / 3, "R@5": 2 / 3})
     assert ev.gallery_size == 5 and ev.num_queries == 5
+
+
+def test_evaluation_times_embedding_and_ranking_apart():
+    queries = [Query(0, "answer-2", (2,), "g1"), Query(1, "tie-0-3", (3,), "g2")]
+    vectors = {"answer-2": [0.5, 0, 1, 0, 0], "tie-0-3": [1, 0, 0, 1, 0]}
+    ev = evaluate(_Oracle(vectors), _Toy(queries), ks=(1,), batch_size=2, chunk=2)
+    # one shared gallery of 5 images (no group galleries) + the 2 queries' references
+    assert ev.embedded_images == 5 + 2
+    assert ev.embed_seconds > 0 and ev.rank_seconds > 0
+    assert ev.embed_seconds + ev.rank_seconds <= ev.seconds
+    assert ev.embed_images_per_second == pytest.approx(7 / ev.embed_seconds)
+    assert ev.rank_queries_per_second == pytest.approx(2 / ev.rank_seconds)

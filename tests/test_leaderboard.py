@@ -74,3 +74,56 @@ def test_tables_never_mix_protocols_and_list_failures(tmp_path):
 def test_empty_results_give_an_index_saying_so(tmp_path):
     write_leaderboard([], tmp_path)
     assert "No results yet" in (tmp_path / "README.md").read_text()
+
+
+def _with_eval(result, chance_r1, queries=200, gallery=400):
+    import dataclasses
+
+    ev = EvalStats(seconds=1.0, num_queries=queries, gallery_size=gallery, queries_per_second=200.0,
+                   extra={"chance": {"R@1": chance_r1, "R@5": 5 * chance_r1}})
+    return dataclasses.replace(result, eval=ev)
+
+
+def test_tables_state_plugin_evaluation_size_chance_and_failure_reasons(tmp_path):
+    """Issue 16: the plugin column names plugin and distribution (as `cirbench list`), the
+    table states queries, gallery size and the chance level, a failed row says why."""
+    import dataclasses
+
+    runs = [_with_eval(dataclasses.replace(r, composer=ProviderRef(r.composer.name, "tirg", "cirbench", "0.1.0")),
+                       chance_r1=1 / 400) for r in RESULTS[:3]]
+    runs.append(RESULTS[3])  # the failed one: RuntimeError: boom
+    write_leaderboard(runs, tmp_path, plots=False)
+    md = (tmp_path / "quick-aaaa--css-synth.md").read_text()
+    assert "tirg (cirbench 0.1.0)" in md and "| dist-" not in md
+    # chance R@1 of one correct target among 400 = 1/400 = 0.25 %
+    assert "Evaluation: 200 queries, gallery of 400 images; chance R@1 (a random ranking) = 0.25 %." in md
+    assert "broken seed 0: failed (RuntimeError: boom)" in md
+
+
+def test_plot_whiskers_only_where_seeds_give_an_interval(tmp_path, monkeypatch):
+    """A single-seed bar gets no error bar (a zero-length whisker with caps suggests zero
+    variance); a chance line is drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.axes
+
+    calls = {"errorbar": [], "axhline": []}
+    real_errorbar, real_axhline = matplotlib.axes.Axes.errorbar, matplotlib.axes.Axes.axhline
+
+    def errorbar(self, x, y, *a, **k):
+        calls["errorbar"].append(list(x))
+        return real_errorbar(self, x, y, *a, **k)
+
+    def axhline(self, y=0, *a, **k):
+        calls["axhline"].append(y)
+        return real_axhline(self, y, *a, **k)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", errorbar)
+    monkeypatch.setattr(matplotlib.axes.Axes, "axhline", axhline)
+    runs = [_with_eval(r, chance_r1=0.1) for r in RESULTS[:3]]  # tirg: 2 seeds, concat: 1
+    write_leaderboard(runs, tmp_path, plots=True)
+    # summary order: tirg (x = 0), concat (x = 1); two R@K columns -> one errorbar call each,
+    # each at tirg's bar only (x = 0 for R@1, 0 + width 0.4 for R@5)
+    assert calls["errorbar"] == [[0.0], [0.4]]
+    assert calls["axhline"] == [pytest.approx(10.0)]  # chance R@1 = 0.1 -> 10 %

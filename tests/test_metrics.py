@@ -49,11 +49,11 @@ def f32(x: float) -> float:
 
 
 def math_cosine(a: list[float], b: list[float]) -> float:
-    """Cosine in pure Python; a zero vector has cosine 0 with everything (F.normalize)."""
-    na = math.sqrt(sum(x * x for x in a))
-    nb = math.sqrt(sum(x * x for x in b))
-    if na == 0.0 or nb == 0.0:
-        return 0.0
+    """Cosine in pure Python, normalising as F.normalize does (divide by max(norm, 1e-12)):
+    a zero vector has cosine 0 with everything, a vector of norm below 1e-12 is not scaled
+    up to unit length."""
+    na = max(math.sqrt(sum(x * x for x in a)), 1e-12)
+    nb = max(math.sqrt(sum(x * x for x in b)), 1e-12)
     s = sum((x / na) * (y / nb) for x, y in zip(a, b))
     return 0.0 if abs(s) < ZERO_TOLERANCE else s  # documented: rounding residue is 0
 
@@ -624,3 +624,178 @@ def test_capped_chunks_rank_as_unchunked(monkeypatch):
     monkeypatch.setattr(metrics, "MAX_CHUNK_SCORES", 2 * 53)  # two queries per chunk
     assert metrics.effective_chunk(37, 53) == 2
     assert torch.equal(metrics.rank_queries(q, gal, torch.arange(53), refs, targets, chunk=37), whole)
+
+
+# --------------------------------------------------------------------------- the fast path's exactness
+#
+# rank_queries scores with one float32 product and re-scores exactly only the entries within
+# score_error_bound of each query's best target. The problems below put many entries inside
+# that window: exact duplicates, power-of-two multiples (exactly equal cosines), 1-ulp nudges
+# of a target (cosines equal in float32 or one ulp apart, never resolved by the float32
+# product alone), queries equal to a gallery row (cosine 1), zero vectors; plus candidate
+# lists, references in and out of the gallery and queries without a target. The reference is
+# brute_force_ranks_with_candidates: pure Python float64 cosines rounded to float32.
+
+
+def brute_force_ranks_with_candidates(q_emb, g_emb, gallery_ids, reference_ids, targets, candidates):
+    g_rows = g_emb.tolist()
+    out = []
+    for qi, q in enumerate(q_emb.tolist()):
+        ref = int(reference_ids[qi])
+        scores = [f32(math_cosine(q, g)) for g in g_rows]
+        cand = None if candidates[qi] is None else {int(c) for c in candidates[qi]}
+        order = [p for p in range(len(g_rows)) if gallery_ids[p] != ref and (cand is None or gallery_ids[p] in cand)]
+        order.sort(key=lambda p: (-scores[p], p))
+        correct = {int(t) for t in targets[qi]} - {ref}
+        out.append(next((r for r, p in enumerate(order) if gallery_ids[p] in correct), NO_HIT))
+    return out
+
+
+@st.composite
+def near_tie_problems(draw, max_q: int = 12, max_n: int = 40):
+    """Random float embeddings (d 8..96) with injected exact ties and near-ties."""
+    d = draw(st.integers(8, 96))
+    n = draw(st.integers(2, max_n))
+    n_q = draw(st.integers(1, max_q))
+    gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    g = torch.randn(n, d, generator=gen)
+    for p in range(n):  # rewrite some rows from earlier ones
+        kind = draw(st.sampled_from(["keep", "keep", "dup", "pow2", "nudge", "zero"]))
+        if p == 0 or kind == "keep":
+            continue
+        src = g[draw(st.integers(0, p - 1))]
+        if kind == "dup":
+            g[p] = src
+        elif kind == "pow2":
+            g[p] = src * 2.0 ** draw(st.integers(-3, 3))
+        elif kind == "nudge":  # one entry moved by one ulp
+            g[p] = src
+            k = draw(st.integers(0, d - 1))
+            g[p, k] = torch.nextafter(src[k], torch.tensor(draw(st.sampled_from([1.0, -1.0])) * 10))
+        else:
+            g[p] = 0.0
+    q = torch.randn(n_q, d, generator=gen)
+    for i in range(n_q):  # some queries equal (a multiple of) a gallery row
+        if draw(st.booleans()):
+            q[i] = g[draw(st.integers(0, n - 1))] * draw(st.sampled_from([1.0, 0.5, 3.0]))
+    ids = draw(st.lists(st.integers(0, 500), min_size=n, max_size=n, unique=True))
+    refs = [draw(st.one_of(st.sampled_from(ids), st.sampled_from(OUTSIDE_IDS))) for _ in range(n_q)]
+    targets = [tuple(draw(st.lists(st.sampled_from(ids + OUTSIDE_IDS), max_size=4))) for _ in range(n_q)]
+    cands = [draw(st.one_of(st.none(), st.none(), st.lists(st.sampled_from(ids + OUTSIDE_IDS), max_size=n).map(tuple)))
+             for _ in range(n_q)]
+    return q, g, ids, refs, targets, cands
+
+
+@LIGHT
+@given(near_tie_problems())
+def test_fast_path_equals_brute_force_with_ties_and_near_ties(problem):
+    q, g, ids, refs, tgts, cands = problem
+    got = rank_queries(q, g, ids, refs, tgts, candidates=cands).tolist()
+    assert got == brute_force_ranks_with_candidates(q, g, ids, refs, tgts, cands)
+
+
+@LIGHT
+@given(near_tie_problems(max_q=16), st.integers(1, 17), st.data())
+def test_fast_path_independent_of_chunk_and_query_order(problem, chunk, data):
+    q, g, ids, refs, tgts, cands = problem
+    whole = rank_queries(q, g, ids, refs, tgts, chunk=10_000, candidates=cands)
+    assert torch.equal(rank_queries(q, g, ids, refs, tgts, chunk=chunk, candidates=cands), whole)
+    perm = data.draw(st.permutations(range(len(refs))))
+    permuted = rank_queries(q[list(perm)], g, ids, [refs[i] for i in perm], [tgts[i] for i in perm],
+                            chunk=chunk, candidates=[cands[i] for i in perm])
+    assert torch.equal(permuted, whole[list(perm)])
+
+
+@LIGHT
+@given(st.integers(1, 4096), st.integers(0, 2**31 - 1), st.sampled_from(["normal", "spiky", "tiny", "mixed"]))
+def test_score_error_bound_holds(dim, seed, kind):
+    """The float32 fast score (as rank_queries computes it) stays within score_error_bound
+    of the exact score, for vectors with very uneven entries too."""
+    from cirbench.metrics import score_error_bound
+
+    gen = torch.Generator().manual_seed(seed)
+    q, g = torch.randn(6, dim, generator=gen), torch.randn(50, dim, generator=gen)
+    if kind == "spiky":
+        q[:, 0] *= 1e4
+        g[:, 0] *= 1e4
+    elif kind == "tiny":
+        q, g = q * 1e-30, g * 1e-30
+    elif kind == "mixed":
+        q = q * torch.logspace(-6, 6, dim)
+    exact = cosine_scores(q, g).double()
+    qu = torch.nn.functional.normalize(q.double(), dim=1).float()
+    inv = 1.0 / torch.linalg.vector_norm(g, dim=1, dtype=torch.float64).clamp_min(1e-12)
+    fast = (qu @ (g * inv[:, None].float()).t()).double()
+    assert float((fast - exact).abs().max()) <= score_error_bound(dim)
+
+
+def test_score_error_bound_hand_values():
+    from cirbench.metrics import score_error_bound
+
+    # 518 * 2**-24 = 3.087521e-5; times (1 + 1024 * 2**-24) = 1.0000610: + 1.884e-9;
+    # + 2 * 1e-10: 3.087729e-5
+    assert score_error_bound(512) == pytest.approx(3.087729e-5, rel=1e-6)
+    with pytest.raises(ValueError, match="embedding dimension"):
+        score_error_bound(0)
+
+
+# --------------------------------------------------------------------------- top_k_ids
+
+
+@LIGHT
+@given(near_tie_problems(max_n=30), st.integers(1, 35), st.integers(1, 9))
+def test_top_k_ids_match_brute_force(problem, k, chunk):
+    from cirbench.metrics import top_k_ids
+
+    q, g, ids, refs, _, cands = problem
+    got = top_k_ids(q, g, ids, refs, k, chunk=chunk, candidates=cands)
+    g_rows = g.tolist()
+    for qi, qv in enumerate(q.tolist()):
+        scores = [f32(math_cosine(qv, row)) for row in g_rows]
+        cand = None if cands[qi] is None else set(cands[qi])
+        order = [p for p in range(len(ids)) if ids[p] != refs[qi] and (cand is None or ids[p] in cand)]
+        order.sort(key=lambda p: (-scores[p], p))
+        assert got[qi] == [ids[p] for p in order[:k]]
+
+
+def test_top_k_ids_hand_case():
+    from cirbench.metrics import top_k_ids
+
+    # query (1, 0); gallery cosines: id 7 -> 0, id 8 -> 1, id 9 -> 1 (tie: 8 is earlier), id 6 -> -1
+    g = torch.tensor([[0.0, 1.0], [2.0, 0.0], [1.0, 0.0], [-1.0, 0.0]])
+    q = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    got = top_k_ids(q, g, [7, 8, 9, 6], [8, 100], 3, candidates=[None, (6, 9)])
+    assert got == [[9, 7, 6], [9, 6]]
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        top_k_ids(q, g, [7, 8, 9, 6], [8, 100], 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@LIGHT
+@given(near_tie_problems(max_q=16), st.integers(1, 17))
+def test_cuda_ranks_equal_cpu_ranks(problem, chunk):
+    q, g, ids, refs, tgts, cands = problem
+    cpu = rank_queries(q, g, ids, refs, tgts, chunk=chunk, candidates=cands)
+    assert torch.equal(rank_queries(q.cuda(), g.cuda(), ids, refs, tgts, chunk=chunk, candidates=cands), cpu)
+
+
+def test_zero_dimensional_embeddings_rank_by_position():
+    # every cosine is 0: all tie, so a target's rank is the number of kept entries before it
+    q, g = torch.zeros(2, 0), torch.zeros(4, 0)
+    assert rank_queries(q, g, [1, 2, 3, 4], [1, 9], [(3,), (4,)]).tolist() == [1, 3]
+
+
+@LIGHT
+@given(near_tie_problems(max_q=16), st.integers(1, 17))
+def test_dense_and_sparse_window_paths_agree_with_brute_force(problem, chunk):
+    """rank_queries splits the entries near each best target one of two ways (their positions
+    when few, a second compare when many); force each and compare with the brute force."""
+    from unittest import mock
+
+    import cirbench.metrics as metrics
+
+    q, g, ids, refs, tgts, cands = problem
+    want = brute_force_ranks_with_candidates(q, g, ids, refs, tgts, cands)
+    for threshold in (0, 10**9):  # 0: always the dense path; huge: always the sparse one
+        with mock.patch.object(metrics, "SPARSE_ENTRIES_PER_QUERY", threshold):
+            assert rank_queries(q, g, ids, refs, tgts, chunk=chunk, candidates=cands).tolist() == want

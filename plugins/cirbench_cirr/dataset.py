@@ -11,7 +11,10 @@ Layout (the CIRR release, branch ``cirr_dataset``; the dataset folder is the one
   path relative to the root (``./dev/dev-245-2-img1.png``, ``./train/34/...png``).
 
 ``test1`` has no public targets (its metrics come from the CIRR server), so evaluation runs on
-``val``; the test1 files may be present and are not read.
+``val``. The test1 files (``cap.rc2.test1.json``, ``split.rc2.test1.json``, ``test1/...png``)
+are read only by :meth:`CirrDataset.hidden_split` for ``cirbench export``, which writes the
+server's two JSON files (``{"version": "rc2", "metric": "recall" | "recall_subset",
+"<pairid>": [top-50 | top-3 image names]}``, at most 5 MB each: CIRR's Test-split_server.md).
 
 ``cirr`` (Recall@K):
 
@@ -172,6 +175,11 @@ class CirrDataset(LocalImageDataset):
         self.test_queries = queries
         self.soft_targets: list[dict[int, float]] = soft
 
+    def hidden_split(self, cache_dir: Path | None = None):
+        """The ``test1`` split for CIRR's server (:func:`build_hidden_split`); evaluation
+        never sees it (its queries have no targets)."""
+        return build_hidden_split(self, cache_dir)
+
     def describe(self) -> dict:
         d = super().describe()
         scores: dict[str, int] = {}
@@ -193,3 +201,133 @@ class CirrSubsetDataset(CirrDataset):
 
     name = "cirr-subset"
     subset = True
+
+
+# --- the hidden test split (test1): predictions for CIRR's evaluation server ---------------------
+
+HIDDEN_SPLIT = "test1"
+#: the server's limit on an uploaded file (CIRR's Test-split_server.md: "Maximum 5MB")
+SERVER_MAX_BYTES = 5_000_000
+#: top-K the server reads: 50 for Recall@K, 3 for Recall_subset@K (Test-split_server.md)
+SERVER_TOP_K = {"recall": 50, "recall_subset": 3}
+
+
+def read_test_pairs(root: Path) -> list[dict]:
+    """The entries of ``cap.rc2.test1.json`` (no targets), checked: ``pairid`` an integer,
+    ``reference`` and ``caption`` non-empty strings, ``img_set.members`` a list of names.
+    Raises :class:`AnnotationError` naming the file, the entry and the field."""
+    rel = captions_file(HIDDEN_SPLIT)
+    out = []
+    for n, item in enumerate(read_json_records(root, rel)):
+        where = f"entry {n} (pairid {item.get('pairid', '?')})"
+        if not isinstance(item.get("pairid"), int) or isinstance(item.get("pairid"), bool):
+            raise AnnotationError(rel, f"entry {n}: field 'pairid' missing or not an integer")
+        for key in ("reference", "caption"):
+            if not isinstance(item.get(key), str) or not item[key].strip():
+                raise AnnotationError(rel, f"{where}: field {key!r} missing or not a non-empty string")
+        img_set = item.get("img_set")
+        members = img_set.get("members") if isinstance(img_set, dict) else None
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise AnnotationError(rel, f"{where}: field 'img_set.members' missing or not a list of names")
+        out.append(item)
+    if len({p["pairid"] for p in out}) != len(out):
+        raise AnnotationError(rel, "a pairid occurs twice")
+    return out
+
+
+class CirrTest1Images(LocalImageDataset):
+    """The images of ``test1`` (every image of ``split.rc2.test1.json``), by id, decoded and
+    cached apart from the train/val images; it has no training triplets and no test queries
+    (its queries have no targets: :meth:`CirrDataset.hidden_split`)."""
+
+    name = "cirr-test1"
+    version = 1
+    base_loss = "batch_classification"
+    layout = CirrLayout()
+    transform_mode = "center_crop"
+
+    def load(self) -> None:
+        paths = read_split(self.root, HIDDEN_SPLIT)
+        self.names = list(paths)
+        self.gallery_ids = np.asarray([self.index.add(path, split_file(HIDDEN_SPLIT)) for path in paths.values()],
+                                      dtype=np.int64)
+
+
+def build_hidden_split(self: "CirrDataset", cache_dir: Path | None = None):
+    """CIRR's ``test1``: one query per pair (reference + caption), ranked over every test1
+    image for ``recall`` (top 50) and among the other members of its image set for
+    ``recall_subset`` (top 3); written as the two JSON files the server takes
+    (:func:`write_server_files`). Raises :class:`AnnotationError` for bad annotations."""
+    from cirbench.export import HiddenQuery, HiddenSplit, Ranking
+
+    for rel in (captions_file(HIDDEN_SPLIT), split_file(HIDDEN_SPLIT)):
+        if not (self.root / rel).is_file():
+            raise AnnotationError(rel, f"missing: the test1 files of {URL} are needed for an export")
+    images = CirrTest1Images(self.root, self.protocol, cache_dir)
+    ids = dict(zip(images.names, images.gallery_ids.tolist()))
+    rel = captions_file(HIDDEN_SPLIT)
+    queries = []
+    for n, p in enumerate(read_test_pairs(self.root)):
+        for field_name, names in (("reference", [p["reference"]]), ("img_set.members", p["img_set"]["members"])):
+            missing = [m for m in names if m not in ids]
+            if missing:
+                raise AnnotationError(rel, f"entry {n}: field {field_name!r}: image {missing[0]!r} is not in "
+                                      f"{split_file(HIDDEN_SPLIT)}")
+        ref = ids[p["reference"]]
+        members = tuple(dict.fromkeys(ids[m] for m in p["img_set"]["members"] if ids[m] != ref))
+        queries.append(HiddenQuery(str(p["pairid"]), ref, (p["caption"].strip(),), "all", members))
+    return HiddenSplit(
+        dataset=self.name, name=HIDDEN_SPLIT, images=images, queries=queries,
+        galleries={"all": images.gallery_ids}, image_names=dict(zip(images.gallery_ids.tolist(), images.names)),
+        rankings=(Ranking("recall", SERVER_TOP_K["recall"]),
+                  Ranking("recall_subset", SERVER_TOP_K["recall_subset"], among_candidates=True)),
+        write=write_server_files,
+    )
+
+
+def server_file_name(metric: str) -> str:
+    return f"cirr.{HIDDEN_SPLIT}.{metric}.json"
+
+
+def write_server_files(split, rankings: dict[str, list[list[int]]], out_dir: Path) -> list[Path]:
+    """``cirr.test1.recall.json`` and ``cirr.test1.recall_subset.json``: ``{"version":
+    "rc2", "metric": ..., "<pairid>": [image names]}`` (CIRR's Test-split_server.md), checked
+    by :func:`check_server_file` before anything is written."""
+    files = []
+    for metric, k in SERVER_TOP_K.items():
+        obj: dict[str, object] = {"version": "rc2", "metric": metric}
+        for q, top in zip(split.queries, rankings[metric]):
+            obj[q.key] = [split.image_names[i] for i in top]
+        check_server_file(server_file_name(metric), obj, split)
+        files.append(obj)
+    from cirbench.export import write_json_checked
+
+    return [write_json_checked(out_dir / server_file_name(m), obj, SERVER_MAX_BYTES)
+            for m, obj in zip(SERVER_TOP_K, files)]
+
+
+def check_server_file(file: str, obj: dict, split) -> None:
+    """A server file's checks: version ``rc2``, a known metric, one entry per test1 pairid and
+    no other, each the metric's number of distinct names of the split, not the reference; for
+    ``recall_subset`` each name a member of the query's image set. Raises
+    :class:`cirbench.export.ExportFormatError` naming the file and the pairid."""
+    from cirbench.export import ExportFormatError, check_ranked_names
+
+    if obj.get("version") != "rc2":
+        raise ExportFormatError(f"{file}: 'version' must be 'rc2', got {obj.get('version')!r}")
+    metric = obj.get("metric")
+    if metric not in SERVER_TOP_K:
+        raise ExportFormatError(f"{file}: 'metric' must be one of {sorted(SERVER_TOP_K)}, got {metric!r}")
+    keys = {k for k in obj if k not in ("version", "metric")}
+    expected = {q.key for q in split.queries}
+    if keys != expected:
+        extra, lacking = sorted(keys - expected), sorted(expected - keys)
+        raise ExportFormatError(f"{file}: pairids differ from {captions_file(HIDDEN_SPLIT)}: "
+                                f"{len(lacking)} missing {lacking[:3]}, {len(extra)} unknown {extra[:3]}")
+    every = frozenset(split.image_names.values())
+    for q in split.queries:
+        names = obj[q.key]
+        allowed = every if metric == "recall" else frozenset(split.image_names[i] for i in q.candidates)
+        check_ranked_names(file, q.key, names, SERVER_TOP_K[metric], allowed)
+        if split.image_names[q.reference] in names:
+            raise ExportFormatError(f"{file}: query {q.key}: its reference is among its predictions")

@@ -8,8 +8,10 @@ Layout (the files of XiaoxiaoGuo/fashion-iq):
 * ``<root>/image_splits/split.{dress,shirt,toptee}.{train,val}.json``: a JSON list of asins;
 * ``<root>/images/<asin>.jpg`` (``.png`` and ``.jpeg`` are accepted when no ``.jpg`` exists).
 
-The ``test`` files may be present but are not read: their targets are not public
-(REFERENCE.md §1.4), so evaluation runs on the validation split, as VAL and SAC do.
+The ``test`` files have no targets (REFERENCE.md §1.4), so evaluation runs on the validation
+split, as VAL and SAC do; they are read only by :meth:`FashionIQDataset.hidden_split` for
+``cirbench export``, which writes the starter kit's ``{cat}.test.pred.json`` (the test
+caption entries, each with ``"ranking"``: its top-50 asins of ``split.{cat}.test.json``).
 
 ``fashioniq`` (VAL's protocol, decision 3):
 
@@ -34,6 +36,7 @@ ComposeAE uses on FashionIQ); loss ``batch_classification`` (REFERENCE.md §3).
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Callable
@@ -218,6 +221,11 @@ class FashionIQDataset(LocalImageDataset):
             union.update(dict.fromkeys(galleries[c].tolist()))
         self.gallery_ids = np.fromiter(union, dtype=np.int64, count=len(union))
 
+    def hidden_split(self, cache_dir: Path | None = None):
+        """FashionIQ's ``test`` split for the starter kit's prediction files
+        (:func:`build_hidden_split`); evaluation never sees it (no targets)."""
+        return build_hidden_split(self, cache_dir)
+
     def describe(self) -> dict:
         d = super().describe()
         d.update(
@@ -235,3 +243,109 @@ class FashionIQJoinedDataset(FashionIQDataset):
 
     name = "fashioniq-joined"
     joined = True
+
+
+# --- the hidden test split: the starter kit's prediction files -----------------------------------
+
+HIDDEN_SPLIT = "test"
+#: the starter kit's ``Ranker.get_nearest_neighbors`` returns the top 50 (REFERENCE.md §1.4)
+STARTER_KIT_TOP_K = 50
+
+
+def read_test_entries(root: Path, category: str) -> list[dict]:
+    """The entries of ``cap.{category}.test.json`` (no targets), checked: ``candidate`` a
+    non-empty string, ``captions`` a list of strings. Raises :class:`AnnotationError`."""
+    rel = captions_file(category, HIDDEN_SPLIT)
+    out = []
+    for n, item in enumerate(read_json_records(root, rel)):
+        if not isinstance(item.get("candidate"), str) or not item["candidate"].strip():
+            raise AnnotationError(rel, f"entry {n}: field 'candidate' missing or not a non-empty string")
+        caps = item.get("captions")
+        if not isinstance(caps, list) or not caps or not all(isinstance(c, str) for c in caps):
+            raise AnnotationError(rel, f"entry {n}: field 'captions' missing or not a list of strings")
+        out.append(item)
+    return out
+
+
+class FashionIQTestImages(LocalImageDataset):
+    """The images of the ``test`` split (each category's ``split.{cat}.test.json`` and the
+    test candidates), decoded and cached apart from train/val; no triplets, no test queries."""
+
+    name = "fashioniq-test"
+    version = 1
+    base_loss = "batch_classification"
+    layout = FashionIQLayout()
+    transform_mode = "center_crop"
+
+    def load(self) -> None:
+        names = image_names(self.root)
+        self.asin_of: dict[int, str] = {}
+        self.ids_of: dict[str, int] = {}
+        galleries = {}
+        for c in CATEGORIES:
+            gallery = []
+            for a in read_split(self.root, c, HIDDEN_SPLIT):
+                i = self.index.add(image_entry(a, names), split_file(c, HIDDEN_SPLIT))
+                self.asin_of[i], self.ids_of[a] = a, i
+                gallery.append(i)
+            galleries[c] = np.asarray(list(dict.fromkeys(gallery)), dtype=np.int64)
+            for e in read_test_entries(self.root, c):
+                a = e["candidate"].strip()
+                i = self.index.add(image_entry(a, names), captions_file(c, HIDDEN_SPLIT))
+                self.asin_of[i], self.ids_of[a] = a, i
+        self.group_galleries = galleries
+
+
+def build_hidden_split(self: "FashionIQDataset", cache_dir: Path | None = None):
+    """FashionIQ's ``test``: one query per entry of ``cap.{cat}.test.json`` (its texts are the
+    dataset's: one per caption for ``fashioniq``, whose embeddings are averaged, or the joined
+    caption for ``fashioniq-joined``), ranked over ``split.{cat}.test.json`` (the starter kit's
+    gallery), the reference left out (cirbench's rule; the kit keeps it); written as the
+    kit's ``{cat}.test.pred.json`` (:func:`write_prediction_files`)."""
+    from cirbench.export import HiddenQuery, HiddenSplit, Ranking
+
+    for c in CATEGORIES:
+        for rel in (captions_file(c, HIDDEN_SPLIT), split_file(c, HIDDEN_SPLIT)):
+            if not (self.root / rel).is_file():
+                raise AnnotationError(rel, f"missing: the test files of {URL} are needed for an export")
+    images = FashionIQTestImages(self.root, self.protocol, cache_dir)
+    queries = []
+    entries = {}
+    for c in CATEGORIES:
+        entries[c] = read_test_entries(self.root, c)
+        for n, e in enumerate(entries[c]):
+            texts = tuple(self.texts(c, e["captions"]))
+            if not texts:
+                raise AnnotationError(captions_file(c, HIDDEN_SPLIT), f"entry {n}: every caption is empty")
+            queries.append(HiddenQuery(f"{c}:{n}", images.ids_of[e["candidate"].strip()], texts, c))
+    return HiddenSplit(
+        dataset=self.name, name=HIDDEN_SPLIT, images=images, queries=queries,
+        galleries=dict(images.group_galleries), image_names=images.asin_of,
+        rankings=(Ranking("ranking", STARTER_KIT_TOP_K),),
+        write=functools.partial(write_prediction_files, entries=entries),
+    )
+
+
+def prediction_file_name(category: str) -> str:
+    return f"{category}.{HIDDEN_SPLIT}.pred.json"
+
+
+def write_prediction_files(split, rankings: dict[str, list[list[int]]], out_dir: Path,
+                           entries: dict[str, list[dict]]) -> list[Path]:
+    """``{cat}.test.pred.json`` per category, as the starter kit's ``eval.py`` writes it: the
+    ``entries`` of ``cap.{cat}.test.json`` in order, each with ``"ranking"``: the top-50 asins of
+    ``split.{cat}.test.json``. Every file is checked before any is written."""
+    from cirbench.export import check_ranked_names, write_json_checked
+
+    by_key = {q.key: top for q, top in zip(split.queries, rankings["ranking"])}
+    out = {}
+    for c in CATEGORIES:
+        file = prediction_file_name(c)
+        allowed = frozenset(split.image_names[int(i)] for i in split.galleries[c])
+        records = []
+        for n, e in enumerate(entries[c]):
+            names = [split.image_names[i] for i in by_key[f"{c}:{n}"]]
+            check_ranked_names(file, f"{c}:{n} (candidate {e['candidate']})", names, STARTER_KIT_TOP_K, allowed)
+            records.append({**e, "ranking": names})
+        out[c] = records
+    return [write_json_checked(out_dir / prediction_file_name(c), out[c]) for c in CATEGORIES]
