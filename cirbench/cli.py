@@ -237,7 +237,7 @@ def _run(reg: Registry, args: argparse.Namespace, device) -> int:
                     args.launcher, protocol, datasets, composers, seeds, options,
                     device=args.device, threads=args.threads, resources=resources_from_args(args),
                     folder=Path(args.launcher_folder) if args.launcher_folder else None,
-                    on_event=on_event)
+                    on_event=on_event, notify=lambda text: print(text, flush=True))
             except LauncherError as exc:
                 raise CliError(str(exc)) from exc
         else:

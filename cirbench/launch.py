@@ -136,10 +136,11 @@ def launch_grid(
     resources: Resources = Resources(),
     folder: Path | None = None,
     on_event: Callable[[str, RunKey, RunResult | None], None] = lambda *_: None,
+    notify: Callable[[str], None] = log.info,
 ) -> GridReport:
     """Submit every unfinished cell as a job (``launcher``: ``slurm`` or ``local``), wait for
     them all and return what they did, as :meth:`Runner.run_grid` does; ``on_event`` hears
-    each job's events when it ends. Finished cells are skipped without a job. A job that
+    each job's events when it ends, ``notify`` the job ids once they are submitted. Finished cells are skipped without a job. A job that
     ends without a result (killed, time limit) counts as failed with the reason and its log
     file; its checkpoint stays for the next run. ``folder`` holds submitit's files (default:
     ``<results>/.submitit``). Raises :class:`LauncherError` when the executor cannot be made
@@ -158,7 +159,7 @@ def launch_grid(
     planner.store.check_writable([key for key, done in plan if done is None])
     folder = Path(folder) if folder is not None else Path(options.results) / ".submitit"
     try:
-        executor = submitit.AutoExecutor(folder=folder / "%j", cluster=launcher)
+        executor = submitit.AutoExecutor(folder=folder, cluster=launcher)
     except Exception as exc:  # submitit raises RuntimeError / ValueError for a missing cluster
         raise LauncherError(f"--launcher {launcher}: {exc}") from exc
     executor.update_parameters(**resources.executor_parameters(launcher))
@@ -175,7 +176,7 @@ def launch_grid(
     with executor.batch():
         jobs = [executor.submit(run_cell, key, options, device, threads) for key in todo]
     ids = ", ".join(str(j.job_id) for j in jobs[:5]) + (" ..." if len(jobs) > 5 else "")
-    log.warning("submitted %d %s job(s) (%s); logs under %s", len(jobs), launcher, ids, folder)
+    notify(f"submitted {len(jobs)} {launcher} job(s) ({ids}); logs in {folder}; waiting for them")
     for key, job in zip(todo, jobs):
         try:
             out = job.result()
