@@ -172,6 +172,8 @@ def _cmd_run(reg: Registry, args: argparse.Namespace) -> int:
         if not distributed.is_main():  # rank 0 prints; the others train quietly
             import contextlib
 
+            os.environ["CIRBENCH_NO_PROGRESS"] = "1"
+
             with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
                 return _run(reg, args, device)
         return _run(reg, args, device)

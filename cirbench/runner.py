@@ -29,7 +29,7 @@ import torch
 
 import cirbench
 from cirbench import distributed
-from cirbench.claims import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS, Claim, Heartbeat, release, try_claim
+from cirbench.claims import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS, Claim, Heartbeat, read_claim, release, try_claim
 from cirbench.composer import ComposerContext
 from cirbench.data.contract import CIRDataset, DatasetTypeError
 from cirbench.data.locations import DataLocations
@@ -401,8 +401,6 @@ def grid_status(store: ResultsStore, keys: Iterable[RunKey],
     """The :class:`CellStatus` of each of ``keys`` in ``store``, plus every other cell of the
     same protocols that has a result or claim file there (a run of a composer or dataset
     outside ``keys``), in the order of ``keys`` then of the files."""
-    from cirbench.claims import read_claim
-
     keys = list(dict.fromkeys(keys))
     seen = set(keys)
     for protocol in dict.fromkeys(k.protocol for k in keys):

@@ -3,7 +3,6 @@ a TOML file."""
 
 from __future__ import annotations
 
-import argparse
 import shutil
 
 import pytest
