@@ -586,7 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--slurm-partition", default=None, metavar="NAME", help="Slurm partition")
     g.add_argument("--slurm-time", type=int_at_least(1), default=None, metavar="MIN",
                    help="time limit of each job in minutes (default: 240)")
-    g.add_argument("--slurm-gpus", type=int_at_least(0), default=None, metavar="N", help="GPUs per job (default: 1)")
+    g.add_argument("--slurm-gpus", type=int_at_least(0), default=None, metavar="N",
+                   help="GPUs per job (default: 1; --launcher local too)")
     g.add_argument("--slurm-cpus", type=int_at_least(1), default=None, metavar="N", help="CPUs per job (default: 8)")
     g.add_argument("--slurm-mem", type=int_at_least(1), default=None, metavar="GB", help="memory per job in GB (default: 32)")
     g.add_argument("--slurm-array-parallelism", type=int_at_least(1), default=None, metavar="N",

@@ -48,17 +48,18 @@ class Resources:
 
     def executor_parameters(self, launcher: str) -> dict[str, Any]:
         """The keyword arguments of submitit's ``AutoExecutor.update_parameters``. Local jobs
-        take the time limit and CPUs only (they see this machine's GPUs as it is)."""
+        take the time limit and the GPUs (submitit shows a local job the first ``gpus``
+        devices, none with 0); memory, partition and parallelism are Slurm's."""
         params: dict[str, Any] = {
             "name": "cirbench",
             "timeout_min": self.time,
             "cpus_per_task": self.cpus,
             "tasks_per_node": 1,
             "nodes": 1,
+            "gpus_per_node": self.gpus,
         }
         if launcher == "slurm":
-            params.update(gpus_per_node=self.gpus, mem_gb=self.mem,
-                          slurm_array_parallelism=self.array_parallelism)
+            params.update(mem_gb=self.mem, slurm_array_parallelism=self.array_parallelism)
             if self.partition:
                 params["slurm_partition"] = self.partition
         return params

@@ -24,7 +24,8 @@ def test_resources_come_from_the_file_under_the_options(tmp_path):
         "name": "cirbench", "timeout_min": 30, "cpus_per_task": 8, "tasks_per_node": 1, "nodes": 1,
         "gpus_per_node": 2, "mem_gb": 64, "slurm_array_parallelism": 64, "slurm_partition": "gpu"}
     assert res.executor_parameters("local") == {
-        "name": "cirbench", "timeout_min": 30, "cpus_per_task": 8, "tasks_per_node": 1, "nodes": 1}
+        "name": "cirbench", "timeout_min": 30, "cpus_per_task": 8, "tasks_per_node": 1, "nodes": 1,
+        "gpus_per_node": 2}
 
 
 @pytest.mark.parametrize("text, message", [
