@@ -14,6 +14,10 @@ is taken over atomically: under a short take-over lock (itself made with ``O_EXC
 claim file is read again and removed only if it is still the stale claim that was judged
 (never a live claim another runner made meanwhile); then every runner claims with ``O_EXCL``
 as usual, and one wins.
+
+Hosts sharing a folder need roughly synchronised clocks (NTP): the timeout compares a claim
+file's modification time (set by the file server on a network folder) with the local clock,
+so a skew of minutes shortens or lengthens it by as much.
 """
 
 from __future__ import annotations
