@@ -1,4 +1,4 @@
-"""The ``cirbench`` command: list, run, attention, export, leaderboard, check, data.
+"""The ``cirbench`` command: list, run, status, attention, export, leaderboard, check, data.
 
 The CLI owns the terminal: it prints tables and reports; the library only logs.
 """
@@ -18,6 +18,7 @@ from cirbench.data.errors import DatasetNotAvailable, DatasetValidationError, Un
 from cirbench.data.locations import DataLocations
 from cirbench.plugins import PluginError, Registry, UnknownNameError, load_registry
 from cirbench.protocol import DEFAULT_PROTOCOL
+from cirbench.claims import STALE_AFTER_SECONDS
 from cirbench.train import CHECKPOINT_SECONDS
 
 
@@ -155,8 +156,33 @@ def _names(reg: Registry, kind: str, given: list[str] | None, all_: bool,
 
 
 def _cmd_run(reg: Registry, args: argparse.Namespace) -> int:
+    from cirbench import distributed
+
+    if distributed.launched():
+        if args.launcher:
+            raise CliError("--launcher submits jobs; do not start it under torchrun")
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        try:
+            device = distributed.init_from_env(args.device)
+        except (ValueError, RuntimeError) as exc:
+            raise CliError(str(exc)) from exc
+        if not distributed.is_main():  # rank 0 prints; the others train quietly
+            import contextlib
+
+            os.environ["CIRBENCH_NO_PROGRESS"] = "1"
+
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+                return _run(reg, args, device)
+        return _run(reg, args, device)
+    return _run(reg, args, None if args.launcher else _device_and_threads(args))
+
+
+def _run(reg: Registry, args: argparse.Namespace, device) -> int:
     from cirbench.results import ResultsNotWritableError, RunResult
-    from cirbench.runner import Runner, RunOptions
+    from cirbench.runner import GridReport, Runner, RunOptions
 
     protocol = reg.protocol(args.protocol)
     data = _data_locations(args)
@@ -166,14 +192,15 @@ def _cmd_run(reg: Registry, args: argparse.Namespace) -> int:
         print(f"skipped dataset {name}: not found ({reason})")
     composers = _names(reg, "composer", args.composer, args.all, ablations=args.ablations)
     seeds = args.seed if args.seed else list(protocol.seeds)
-    device = _device_and_threads(args)
-    runner = Runner(reg, RunOptions(
+    options = RunOptions(
         results=Path(args.results), cache_dir=Path(args.cache_dir), device=device, force=args.force,
-        checkpoint_every=args.checkpoint_every, checkpoint_seconds=60 * args.checkpoint_minutes, data=data, save_model=args.save_model,
-    ))
+        checkpoint_every=args.checkpoint_every, checkpoint_seconds=60 * args.checkpoint_minutes, data=data,
+        save_model=args.save_model, claim_timeout=60 * args.claim_timeout,
+    )
     total = len(datasets) * len(composers) * len(seeds)
+    where = f"as {args.launcher} jobs" if args.launcher else f"on {device}"
     print(f"protocol {protocol.label} · {len(datasets)} dataset(s) × {len(composers)} composer(s) "
-          f"× {len(seeds)} seed(s) = {total} run(s) on {device}; results in {args.results}")
+          f"× {len(seeds)} seed(s) = {total} run(s) {where}; results in {args.results}")
     if args.dry_run:
         print(f"datasets: {', '.join(datasets)}\ncomposers: {', '.join(composers)}\n"
               f"seeds: {', '.join(map(str, seeds))}")
@@ -191,22 +218,39 @@ def _cmd_run(reg: Registry, args: argparse.Namespace) -> int:
         if kind == "skip":
             counter["n"] += 1
             print(f"[{counter['n']}/{total}] {key}: result exists, skipped (--force redoes it)")
+        if kind == "busy":
+            counter["n"] += 1
+            print(f"[{counter['n']}/{total}] {key}: being run by another runner, left to it "
+                  "(see `cirbench status`)")
         r1 = result.metrics.overall.get(k1) if result is not None and result.metrics else None
         status = result.status if result is not None else "?"
         if kind == "done":
             detail = f"{k1} = {100 * r1:.1f}" if r1 is not None else (result.error or "")
             print(f"    {status}: {detail} ({result.wall_seconds:.0f} s)", flush=True)
-        rows.append([key.dataset, key.composer, key.seed, status if kind == "done" else "skipped",
-                     "" if r1 is None else f"{100 * r1:.1f}"])
+        shown = {"done": status, "skip": "skipped", "busy": "running elsewhere"}[kind]
+        rows.append([key.dataset, key.composer, key.seed, shown, "" if r1 is None else f"{100 * r1:.1f}"])
 
     try:
-        report = runner.run_grid(protocol, datasets, composers, seeds, on_event)
+        if args.launcher:
+            from cirbench.launch import LauncherError, launch_grid, resources_from_args
+
+            try:
+                report: GridReport = launch_grid(
+                    args.launcher, protocol, datasets, composers, seeds, options,
+                    device=args.device, threads=args.threads, resources=resources_from_args(args),
+                    folder=Path(args.launcher_folder) if args.launcher_folder else None,
+                    on_event=on_event, notify=lambda text: print(text, flush=True))
+            except LauncherError as exc:
+                raise CliError(str(exc)) from exc
+        else:
+            report = Runner(reg, options).run_grid(protocol, datasets, composers, seeds, on_event)
     except ResultsNotWritableError as exc:
         raise CliError(f"--results {args.results}: {exc}; nothing was run") from exc
     print()
     print(tabulate(rows, headers=["dataset", "composer", "seed", "status", f"R@{protocol.ks[0]}"]))
+    busy = f", {len(report.busy)} left to other runners" if report.busy else ""
     print(f"\n{len(report.ran)} ran, {len(report.skipped)} skipped, {len(report.failed)} failed, "
-          f"{len(report.diverged)} diverged in {time.perf_counter() - t0:.0f} s")
+          f"{len(report.diverged)} diverged{busy} in {time.perf_counter() - t0:.0f} s")
     if unavailable:
         print(f"{len(unavailable)} dataset(s) not available, skipped: "
               + ", ".join(name for name, _ in unavailable)
@@ -341,6 +385,58 @@ def _cmd_leaderboard(reg: Registry, args: argparse.Namespace) -> int:
     for path in written:
         print(f"wrote {path}")
     print(f"wrote {Path(args.out) / 'README.md'}")
+    return 0
+
+
+def _fmt_seconds(seconds: float) -> str:
+    """``42 s``, ``3 min``, ``2.5 h``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _cmd_status(reg: Registry, args: argparse.Namespace) -> int:
+    from cirbench.results import ResultsStore, RunKey
+    from cirbench.runner import grid_status
+
+    store = ResultsStore(args.results)
+    if not store.root.is_dir():
+        raise CliError(f"--results {args.results}: {'not a folder' if store.root.exists() else 'no such folder'}")
+    if args.protocol:
+        protocols = [reg.protocol(name) for name in dict.fromkeys(args.protocol)]
+    else:  # the registered protocols that have a folder here, else the default one
+        protocols = [p for p in reg.protocols.values() if (store.root / p.label).is_dir()] \
+            or [reg.protocol(DEFAULT_PROTOCOL)]
+    data = _data_locations(args)
+    datasets = _names(reg, "dataset", args.dataset, True)
+    datasets, _ = _split_available(reg, datasets, data, explicit=bool(args.dataset))
+    composers = _names(reg, "composer", args.composer, True, ablations=args.ablations)
+    keys = [RunKey(p, d, c, seed) for p in protocols for d in datasets for c in composers
+            for seed in (args.seed or p.seeds)]
+    cells = grid_status(store, keys, stale_after=60 * args.claim_timeout)
+    rows = []
+    for cell in cells:
+        r, claim = cell.result, cell.claim
+        if cell.state == "running":
+            detail = f"{claim.host} pid {claim.pid}, for {_fmt_seconds(claim.age_seconds())}"
+        elif cell.state == "done":
+            ks = [f"R@{k}" for k in cell.key.protocol.ks[:2]]
+            detail = ", ".join(f"{k} = {100 * r.metrics.overall[k]:.1f}" for k in ks if k in r.metrics.overall)
+        elif r is not None:
+            detail = (r.error or "").splitlines()[0] if r.error else ""
+        else:
+            detail = ""
+        if cell.stale:
+            detail = (detail + "; " if detail else "") + \
+                f"stale claim of {claim.host} pid {claim.pid} (gone; the next run takes it over)"
+        rows.append([cell.key.protocol.label, cell.key.dataset, cell.key.composer, cell.key.seed,
+                     cell.state, detail])
+    print(tabulate(rows, headers=["protocol", "dataset", "composer", "seed", "state", "detail"],
+                   maxcolwidths=[None, None, None, None, None, 70], disable_numparse=True))
+    counts = {s: sum(c.state == s for c in cells) for s in ("done", "running", "failed", "diverged", "pending")}
+    print(f"\n{len(cells)} cell(s): " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     return 0
 
 
@@ -521,8 +617,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-model", action="store_true",
                    help="keep each run's trained state_dict beside its result (seed<N>.model.pt; "
                    "large); a finished run without one is run again")
+    p.add_argument("--claim-timeout", type=positive_float, default=STALE_AFTER_SECONDS / 60, metavar="M",
+                   help="a cell claimed by a runner that has not shown a sign of life (its claim "
+                   "file is touched every minute) for M minutes is taken over (default: %(default)g); "
+                   "on the same host a claim of a dead process is taken over at once")
+    g = p.add_argument_group("cluster jobs (submitit)")
+    g.add_argument("--launcher", choices=("local", "slurm"), default=None,
+                   help="submit each (protocol, dataset, composer, seed) cell as a job through "
+                   "submitit: slurm, or local processes on this machine; waits for them")
+    g.add_argument("--launcher-folder", default=None, metavar="DIR",
+                   help="submitit's job files and logs (default: <results>/.submitit)")
+    g.add_argument("--launcher-config", default=None, metavar="FILE",
+                   help="TOML file with the job resources (keys as the --slurm-* options without "
+                   "the prefix, e.g. partition = \"gpu\", time = 120, gpus = 1); options override it")
+    g.add_argument("--slurm-partition", default=None, metavar="NAME", help="Slurm partition")
+    g.add_argument("--slurm-time", type=int_at_least(1), default=None, metavar="MIN",
+                   help="time limit of each job in minutes (default: 240)")
+    g.add_argument("--slurm-gpus", type=int_at_least(0), default=None, metavar="N",
+                   help="GPUs per job (default: 1; --launcher local too)")
+    g.add_argument("--slurm-cpus", type=int_at_least(1), default=None, metavar="N", help="CPUs per job (default: 8)")
+    g.add_argument("--slurm-mem", type=int_at_least(1), default=None, metavar="GB", help="memory per job in GB (default: 32)")
+    g.add_argument("--slurm-array-parallelism", type=int_at_least(1), default=None, metavar="N",
+                   help="at most N jobs of the grid at once (default: 64)")
     _add_data_options(p)
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("status", help="the grid of a results folder: done, running (claimed), failed, "
+                       "diverged, pending")
+    p.add_argument("--results", default="results", metavar="DIR", help="results folder (default: results)")
+    p.add_argument("--protocol", action="append", metavar="NAME",
+                   help="protocol (repeatable; default: every registered protocol with results here)")
+    p.add_argument("--composer", action="append", metavar="NAME", help="only this composer (repeatable)")
+    p.add_argument("--dataset", action="append", metavar="NAME", help="only this dataset (repeatable)")
+    p.add_argument("--seed", type=int_at_least(0), action="append", metavar="N",
+                   help="seed (repeatable; default: the protocol's seeds)")
+    p.add_argument("--ablations", action="store_true", help="count the ablation composers in the grid")
+    p.add_argument("--claim-timeout", type=positive_float, default=STALE_AFTER_SECONDS / 60, metavar="M",
+                   help="a claim not touched for M minutes is stale (default: %(default)g)")
+    _add_data_options(p)
+    p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("attention", help="draw a trained composer's attention maps over the reference "
                        "images of test queries (needs `cirbench run ... --save-model`)")

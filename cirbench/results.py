@@ -5,6 +5,7 @@ Layout under the results folder::
 
     <protocol>@<hash>/<dataset>/<composer>/seed<N>.json    the result (written atomically)
     <protocol>@<hash>/<dataset>/<composer>/seed<N>.ckpt    training checkpoint while running
+    <protocol>@<hash>/<dataset>/<composer>/seed<N>.claim   who runs it now (cirbench.claims)
     <protocol>@<hash>/<dataset>/<composer>/seed<N>.model.pt  the trained state_dict, only with
                                                            ``cirbench run --save-model``
 
@@ -476,6 +477,10 @@ class ResultsStore:
 
     def checkpoint_path(self, key: RunKey) -> Path:
         return self.root / key.relpath().with_suffix(".ckpt")
+
+    def claim_path(self, key: RunKey) -> Path:
+        """The claim of a runner running ``key`` now (:mod:`cirbench.claims`)."""
+        return self.root / key.relpath().with_suffix(".claim")
 
     def model_path(self, key: RunKey) -> Path:
         """Where ``cirbench run --save-model`` keeps the run's trained ``state_dict``; the

@@ -7,6 +7,11 @@ embedding ends that run as ``diverged``. An interrupted run resumes from its che
 next time. A result that cannot be written after its run (disk full, permissions changed) is
 written under ``<cache>/unsaved-results/`` (else the system's temporary folder) instead, and
 the grid goes on (:class:`ResultNotSavedError`, ``GridReport.unsaved``).
+
+Several runners (processes, hosts, cluster jobs) may share one results folder: each cell is
+run under a claim (:mod:`cirbench.claims`), so no cell is run twice at once. Under
+``torch.distributed`` (:mod:`cirbench.distributed`) every rank trains; rank 0 claims,
+evaluates and writes.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from typing import Callable, Iterable
 import torch
 
 import cirbench
+from cirbench import distributed
+from cirbench.claims import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS, Claim, Heartbeat, read_claim, release, try_claim
 from cirbench.composer import ComposerContext
 from cirbench.data.contract import CIRDataset, DatasetTypeError
 from cirbench.data.locations import DataLocations
@@ -66,6 +73,8 @@ class RunOptions:
     checkpoint_seconds: float | None = CHECKPOINT_SECONDS  # and whenever this much time has passed
     data: DataLocations | None = None  # where local datasets live (None: from the environment)
     save_model: bool = False  # keep the trained state_dict beside the result (ResultsStore.model_path)
+    claim_timeout: float = STALE_AFTER_SECONDS  # seconds without heartbeat before a claim is stale
+    heartbeat_seconds: float = HEARTBEAT_SECONDS  # how often a running cell's claim is touched
 
 
 class ResultNotSavedError(Exception):
@@ -94,6 +103,7 @@ class GridReport:
     failed: list[tuple[RunKey, str]] = field(default_factory=list)
     diverged: list[RunKey] = field(default_factory=list)
     unsaved: list[ResultNotSavedError] = field(default_factory=list)
+    busy: list[RunKey] = field(default_factory=list)  # claimed by another runner, left to it
 
 
 class Runner:
@@ -125,36 +135,86 @@ class Runner:
         seeds: Iterable[int],
         on_event: Callable[[str, RunKey, RunResult | None], None] = lambda *_: None,
     ) -> GridReport:
-        """Run every cell; ``on_event(kind, key, result)`` is told ``start``, ``skip`` and
+        """Run every cell; ``on_event(kind, key, result)`` is told ``start``, ``skip`` (with
+        the stored result), ``busy`` (another runner holds the cell's claim; result None) and
         ``done`` for each, so a front end can report progress.
 
         Before anything is built or trained, checks that the result folder of every cell to
         run can be written (raises :class:`cirbench.results.ResultsNotWritableError`
         otherwise). A result file that cannot be read counts as not done (a warning names it)
-        and is redone."""
+        and is redone.
+
+        Several runners may share the results folder: a cell is run only under its claim
+        (:mod:`cirbench.claims`); a cell claimed by a live runner is left to it (``busy``),
+        and a cell whose result was written by another runner after this grid started is
+        skipped. Under ``torch.distributed`` rank 0 decides (and claims) for every rank."""
         keys = [RunKey(protocol, ds, comp, seed) for ds in datasets for comp in composers for seed in seeds]
-        plan = [(key, self._finished(key)) for key in keys]
-        self.store.check_writable([key for key, finished in plan if finished is None])
+        main = distributed.is_main()
+        plan = [(key, self._finished(key) if main else None) for key in keys]
+        if main:
+            self.store.check_writable([key for key, finished in plan if finished is None])
+        grid_start = time.time()
         report = GridReport()
         for key, finished in plan:
-            if finished is not None:
-                report.skipped.append(key)
-                on_event("skip", key, finished)
-                continue
-            on_event("start", key, None)
+            claim = None
+            if main and finished is None:
+                claim = self._claim(key)
+                if claim is None:
+                    decision = "busy"
+                else:
+                    finished = self._written_since(key, grid_start)
+                    decision = "skip" if finished is not None else "run"
+            else:
+                decision = "skip" if finished is not None else "run"
+            decision = distributed.broadcast_object(decision)
             try:
-                result = self.run_one(key)
-            except ResultNotSavedError as exc:
-                log.error("%s", exc)
-                report.unsaved.append(exc)
-                result = exc.result
-            report.ran.append(key)
-            if result.status == "failed":
-                report.failed.append((key, result.error or ""))
-            elif result.status == "diverged":
-                report.diverged.append(key)
-            on_event("done", key, result)
+                if decision == "busy":
+                    report.busy.append(key)
+                    on_event("busy", key, None)
+                    continue
+                if decision == "skip":
+                    report.skipped.append(key)
+                    on_event("skip", key, finished)
+                    continue
+                on_event("start", key, None)
+                try:
+                    if claim is not None:
+                        with Heartbeat(self.store.claim_path(key), self.options.heartbeat_seconds):
+                            result = self.run_one(key)
+                    else:
+                        result = self.run_one(key)
+                except ResultNotSavedError as exc:
+                    log.error("%s", exc)
+                    report.unsaved.append(exc)
+                    result = exc.result
+                report.ran.append(key)
+                if result is None:  # a rank other than 0: it trained, rank 0 reports
+                    continue
+                if result.status == "failed":
+                    report.failed.append((key, result.error or ""))
+                elif result.status == "diverged":
+                    report.diverged.append(key)
+                on_event("done", key, result)
+            finally:
+                if claim is not None:
+                    release(self.store.claim_path(key), claim)
         return report
+
+    def _claim(self, key: RunKey) -> Claim | None:
+        """Our claim on ``key``, or None when a live runner holds it."""
+        return try_claim(self.store.claim_path(key), self.options.claim_timeout)
+
+    def _written_since(self, key: RunKey, since: float) -> RunResult | None:
+        """The result of ``key`` when another runner wrote it after ``since`` (seconds since
+        the epoch; this grid's start), whatever its status: this grid does not run a cell
+        twice. Else None."""
+        path = self.store.path(key)
+        try:
+            if path.stat().st_mtime < since:
+                return None
+        except FileNotFoundError:
+            return None
+        return self.store.read(key)
 
     def build_composer(self, key: RunKey, dataset: CIRDataset) -> "cirbench.Composer":
         """The composer of ``key``, untrained, on the run's device (as a run builds it; seed
@@ -187,8 +247,10 @@ class Runner:
             return None  # a finished ok run whose model was not kept is run again
         return existing
 
-    def run_one(self, key: RunKey) -> RunResult:
+    def run_one(self, key: RunKey) -> RunResult | None:
         """Train and evaluate one cell, write its result (whatever happens) and return it.
+        Under ``torch.distributed`` every rank trains; only rank 0 evaluates, writes and
+        returns the result (the others return None).
 
         When the result cannot be written to the results folder (disk full, permissions
         changed during the run), it is written to a fallback file instead and
@@ -196,11 +258,15 @@ class Runner:
         KeyboardInterrupt is not caught: the checkpoint stays and the next run resumes."""
         device = self.options.device
         ckpt = self.store.checkpoint_path(key)
-        if self.options.force and ckpt.exists():
-            ckpt.unlink()
         model_file = self.store.model_path(key)
-        if model_file.exists():  # a kept model belongs to the result beside it, which is redone
-            model_file.unlink()
+        if distributed.is_main():
+            if self.options.force and ckpt.exists():
+                ckpt.unlink()
+            if model_file.exists():  # a kept model belongs to the result beside it, which is redone
+                model_file.unlink()
+        else:
+            return self._train_only(key, ckpt)
+        distributed.barrier()  # the other ranks look for the checkpoint after this
         created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         parts: dict = {"status": "failed"}
         facts = None
@@ -262,7 +328,27 @@ class Runner:
                                       self._save_fallback(key, result)) from exc
         if ckpt.exists():
             ckpt.unlink()
+        if result.status == "failed" and distributed.active():
+            # the other ranks may wait in a collective that rank 0 never reaches: end them all
+            raise RuntimeError(f"{key} failed on rank 0 under torch.distributed (recorded in "
+                               f"{self.store.path(key)}): {result.error}")
         return result
+
+    def _train_only(self, key: RunKey, ckpt: Path) -> None:
+        """A rank other than 0 under ``torch.distributed``: train its slices with the others
+        (rank 0 evaluates and writes the result). A divergence is seen by every rank alike;
+        any other error ends the process, so that the launcher stops every rank."""
+        distributed.barrier()  # rank 0 has removed what --force removes
+        dataset = self.dataset(key.protocol, key.dataset)
+        seed_everything(key.seed)
+        composer = self.build_composer(key, dataset)
+        try:
+            train(composer, dataset, key.protocol, key.seed, checkpoint=ckpt,
+                  checkpoint_every=self.options.checkpoint_every,
+                  checkpoint_seconds=self.options.checkpoint_seconds)
+        except DivergedError:
+            pass
+        return None
 
     def _save_fallback(self, key: RunKey, result: RunResult) -> Path | None:
         """Write ``result`` under ``<cache>/unsaved-results/``, else under the system's
@@ -299,3 +385,52 @@ class Runner:
             "cirbench_version": cirbench.__version__,
             "git_commit": git_commit(),
         }
+
+
+@dataclass(frozen=True)
+class CellStatus:
+    """Where one cell of a grid stands in a results folder (``cirbench status``).
+
+    ``state`` is ``done`` (an ok result), ``failed``, ``diverged``, ``running`` (claimed by a
+    live runner: ``claim``) or ``pending`` (no result yet). ``result`` is the stored result;
+    ``claim`` the claim file's content, also when it is stale (``stale`` True: its runner is
+    gone and the next runner takes it over)."""
+
+    key: RunKey
+    state: str
+    result: RunResult | None = None
+    claim: Claim | None = None
+    stale: bool = False
+
+
+def grid_status(store: ResultsStore, keys: Iterable[RunKey],
+                stale_after: float = STALE_AFTER_SECONDS) -> list[CellStatus]:
+    """The :class:`CellStatus` of each of ``keys`` in ``store``, plus every other cell of the
+    same protocols that has a result or claim file there (a run of a composer or dataset
+    outside ``keys``), in the order of ``keys`` then of the files."""
+    keys = list(dict.fromkeys(keys))
+    seen = set(keys)
+    for protocol in dict.fromkeys(k.protocol for k in keys):
+        folder = store.root / protocol.label
+        files = sorted([*folder.glob("*/*/seed*.json"), *folder.glob("*/*/seed*.claim")]) if folder.is_dir() else []
+        for path in files:
+            stem = path.name.split(".", 1)[0]
+            if not stem[4:].isdigit():
+                continue
+            key = RunKey(protocol, path.parent.parent.name, path.parent.name, int(stem[4:]))
+            if key not in seen:
+                seen.add(key)
+                keys.append(key)
+    out = []
+    for key in keys:
+        result = store.read(key)
+        claim = read_claim(store.claim_path(key))
+        stale = claim is not None and claim.stale(stale_after)
+        if claim is not None and not stale:
+            state = "running"
+        elif result is None:
+            state = "pending"
+        else:
+            state = {"ok": "done"}.get(result.status, result.status)
+        out.append(CellStatus(key, state, result, claim, stale))
+    return out

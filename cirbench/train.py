@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cirbench import distributed
 from cirbench.composer import Composer, TrainBatch
 from cirbench.data.contract import CIRDataset
 from cirbench.data.images import normalize_images
@@ -128,6 +129,11 @@ def train(
     resumes from it when it exists. ``stop_after`` ends training early after that many steps
     (for tests of resuming; the checkpoint is written first).
     Raises :class:`DivergedError` when the summed loss is not finite.
+
+    Under ``torch.distributed`` (see :mod:`cirbench.distributed`) ``protocol.batch_size`` is
+    the global batch: every rank draws it and trains on its slice, gradients are averaged
+    before each optimiser step, the recorded losses are the ranks' mean, and only rank 0
+    writes checkpoints (every rank loads them).
     """
     device = composer.device
     rng = np.random.default_rng(seed)
@@ -147,6 +153,21 @@ def train(
         start_step, elapsed = state["step"], state["elapsed"]
         sums, counts, history = state["sums"], state["counts"], state["history"]
         log.info("resuming from %s at step %d", checkpoint, start_step)
+    distributed.broadcast_module(composer)  # every rank starts from rank 0's state
+    hooks = [distributed.average_gradients_before_step(opt) for opt in optimizers]
+    try:
+        return _loop(composer, dataset, protocol, rng, optimizers, schedulers, checkpoint,
+                     checkpoint_every, stop_after, checkpoint_seconds,
+                     start_step, elapsed, sums, counts, history)
+    finally:
+        for h in hooks:
+            if h is not None:
+                h.remove()
+
+
+def _loop(composer, dataset, protocol, rng, optimizers, schedulers, checkpoint, checkpoint_every,
+          stop_after, checkpoint_seconds, start_step, elapsed, sums, counts, history) -> TrainStats:
+    device = composer.device
 
     window = max(1, math.ceil(protocol.iterations / HISTORY_POINTS))
     every = checkpoint_interval(protocol.iterations, checkpoint_every)
@@ -164,22 +185,26 @@ def train(
     step = start_step
     for step in steps:
         composer.on_train_step_start(step)
-        batch = make_batch(dataset, dataset.sample_triplets(rng, protocol.batch_size), device)
+        triplets = dataset.sample_triplets(rng, protocol.batch_size)  # the global batch
+        batch = make_batch(dataset, distributed.shard(triplets), device)
         if composer.automatic_optimization:
             parts = composer.training_loss(batch)
             total = sum(parts.values())
-            if not torch.isfinite(total):
-                raise DivergedError(step, {k: float(v.detach()) for k, v in parts.items()})
+            values = distributed.mean_over_ranks({k: float(v.detach()) for k, v in parts.items()})
+            if not all(math.isfinite(v) for v in values.values()):  # every rank decides alike
+                raise DivergedError(step, values)
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
             total.backward()
             for opt in optimizers:
                 opt.step()
+            last_parts = values
         else:
             parts = composer.training_step(batch, optimizers, step)
-        last_parts = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in parts.items()}
-        if not composer.automatic_optimization and not all(math.isfinite(v) for v in last_parts.values()):
-            raise DivergedError(step, last_parts)
+            last_parts = distributed.mean_over_ranks(
+                {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in parts.items()})
+            if not all(math.isfinite(v) for v in last_parts.values()):
+                raise DivergedError(step, last_parts)
         for sch in schedulers:
             sch.step()
         for k, v in last_parts.items():
@@ -192,7 +217,7 @@ def train(
         at_stop = stop_after is not None and done - start_step >= stop_after
         due = done % every == 0 or at_stop or (
             checkpoint_seconds is not None and time.monotonic() - last_save >= checkpoint_seconds)
-        if checkpoint is not None and done < protocol.iterations and due:
+        if checkpoint is not None and done < protocol.iterations and due and distributed.is_main():
             _save_checkpoint(
                 checkpoint, composer, optimizers, schedulers, rng, done,
                 elapsed + time.perf_counter() - t0, sums, counts, history,

@@ -1,0 +1,7 @@
+"""``python -m cirbench ...`` (and ``torchrun ... -m cirbench run ...``): the ``cirbench`` command."""
+
+import sys
+
+from cirbench.cli import main
+
+sys.exit(main())
