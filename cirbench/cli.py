@@ -288,12 +288,12 @@ def _load_saved(runner, key, composer, args: argparse.Namespace) -> None:
                        f"(saved by another version of the composer?): {exc}") from exc
 
 
-def _cmd_export(reg: Registry, args: argparse.Namespace) -> int:
-    from cirbench.data.errors import AnnotationError
-    from cirbench.export import ExportFormatError, export_predictions, has_hidden_split
+def _saved_run(reg: Registry, args: argparse.Namespace):
+    """``(runner, key, dataset)`` of the run that ``--protocol/--dataset/--composer/--seed``
+    name, for the commands that load its saved model (attention, export); names and the
+    dataset's availability are checked first."""
     from cirbench.results import RunKey
     from cirbench.runner import Runner, RunOptions
-    from cirbench.train import seed_everything
 
     protocol = reg.protocol(args.protocol)
     reg.composer(args.composer)  # raises UnknownNameError listing the valid names
@@ -306,6 +306,16 @@ def _cmd_export(reg: Registry, args: argparse.Namespace) -> int:
                                     device=device, data=data))
     key = RunKey(protocol, args.dataset, args.composer, seed)
     dataset = runner.dataset(protocol, args.dataset)
+    return runner, key, dataset
+
+
+def _cmd_export(reg: Registry, args: argparse.Namespace) -> int:
+    from cirbench.data.errors import AnnotationError
+    from cirbench.export import ExportFormatError, export_predictions, has_hidden_split
+    from cirbench.train import seed_everything
+
+    runner, key, dataset = _saved_run(reg, args)
+    protocol, seed = key.protocol, key.seed
     if not has_hidden_split(dataset):
         raise CliError(f"dataset {args.dataset!r} has no hidden test split to export (its loader "
                        "defines no hidden_split; see cirbench/export.py)")
@@ -330,21 +340,10 @@ def _cmd_export(reg: Registry, args: argparse.Namespace) -> int:
 def _cmd_attention(reg: Registry, args: argparse.Namespace) -> int:
     from cirbench.attention import write_attention_report
     from cirbench.composer import supports_attention_maps
-    from cirbench.results import RunKey
-    from cirbench.runner import Runner, RunOptions
     from cirbench.train import seed_everything
 
-    protocol = reg.protocol(args.protocol)
-    reg.composer(args.composer)  # raises UnknownNameError listing the valid names
-    reg.dataset(args.dataset)
-    data = _data_locations(args)
-    _split_available(reg, [args.dataset], data, explicit=True)
-    seed = args.seed if args.seed is not None else protocol.seeds[0]
-    device = _device_and_threads(args)
-    runner = Runner(reg, RunOptions(results=Path(args.results), cache_dir=Path(args.cache_dir),
-                                    device=device, data=data))
-    key = RunKey(protocol, args.dataset, args.composer, seed)
-    dataset = runner.dataset(protocol, args.dataset)
+    runner, key, dataset = _saved_run(reg, args)
+    protocol, seed = key.protocol, key.seed
     n = len(dataset.queries())
     if args.query_index:
         bad = [i for i in args.query_index if not 0 <= i < n]

@@ -151,7 +151,6 @@ def test_the_grid_leaves_a_claimed_cell_to_its_runner_and_takes_over_a_dead_ones
 def test_a_cell_another_runner_finished_during_this_grid_is_not_run_again(runner, smoke, monkeypatch):
     """Runner B planned the cell (no result yet); runner A finished it (even as failed, which
     a later grid retries) before B claimed it: B skips it."""
-    key = RunKey(smoke, "css-synth", "pixel-mean", 0)
     monkeypatch.setattr(runner, "_finished", lambda k: None)  # the plan was made before A wrote
     real_claim = runner._claim
 

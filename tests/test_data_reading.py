@@ -57,7 +57,6 @@ from local_data_fixtures import (
     write_css,
     write_fashion200k,
     write_fashioniq,
-    write_image,
     write_mit_states,
     write_shoes,
 )
