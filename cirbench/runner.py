@@ -289,6 +289,7 @@ class Runner:
                 batch_size=key.protocol.eval_batch_size, chunk=key.protocol.eval_chunk,
             )
             parts["metrics"] = Metrics(overall=ev.overall, groups=ev.groups)
+            parts["ranks"] = self.store.write_ranks(key, ev.query_ranks())
             parts["eval"] = EvalStats(
                 seconds=ev.seconds,
                 num_queries=ev.num_queries,
