@@ -38,7 +38,7 @@ class EvilCaptions:
 
 @pytest.fixture(scope="module")
 def board(tmp_path_factory, pixel_mean_cls, css_tiny):
-    from tests.conftest import SMOKE
+    from conftest import SMOKE
 
     class PixelsOnly(pixel_mean_cls):
         def compose(self, images, texts):
