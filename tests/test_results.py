@@ -356,3 +356,19 @@ def test_ranks_file_round_trip_checksum_and_old_results(tmp_path):
         store.load_ranks(back)
     with pytest.raises(ValueError, match="same queries"):
         QueryRanks([0, 1], [[1]], ["a", "b"], [0, 1])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 60), st.sampled_from(["add", "remove"])), min_size=1, max_size=40),
+       st.lists(st.integers(1, 50), min_size=1, max_size=4, unique=True))
+def test_recall_from_stored_ranks_is_the_metrics_recall(rows, ks):
+    """QueryRanks.recall agrees with cirbench.metrics.recall_at_k / recall_by_group, also after
+    a round trip through the file's bytes."""
+    from cirbench.metrics import format_recalls, recall_at_k, recall_by_group
+    from cirbench.results import QueryRanks
+
+    ranks, groups = [r for r, _ in rows], [g for _, g in rows]
+    qr = QueryRanks.from_bytes(QueryRanks(ranks, [[0]] * len(ranks), groups, range(len(ranks))).to_bytes())
+    assert qr.recall(ks) == format_recalls(recall_at_k(ranks, ks))
+    for g, values in recall_by_group(ranks, groups, ks).items():
+        assert qr.recall(ks, g) == format_recalls(values)
