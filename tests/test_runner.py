@@ -232,3 +232,14 @@ def test_every_ok_result_keeps_its_per_query_ranks(runner, smoke, css_tiny):
             assert (rank < k) == bool(set(top[:k].tolist()) & (set(q.targets) - {q.reference}))
         assert q.reference not in top.tolist()
     assert np.all(qr.top_k >= 0)  # css-synth's gallery is larger than K
+
+
+def test_ranks_that_cannot_be_written_leave_an_ok_result_without_them(runner, smoke, monkeypatch, caplog):
+    def no_space(key, ranks):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runner.store, "write_ranks", no_space)
+    runner.run_grid(smoke, ["css-synth"], ["pixel-mean"], [3])
+    result = runner.store.read(RunKey(smoke, "css-synth", "pixel-mean", 3))
+    assert result.status == "ok" and result.ranks is None
+    assert "could not write its per-query ranks" in caplog.text and "No space left" in caplog.text
