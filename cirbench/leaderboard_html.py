@@ -99,13 +99,16 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def image_png(pixels: Any) -> bytes:
-    """A ``[3, H, W]`` uint8 image (tensor or array) as PNG bytes (Pillow)."""
+def image_png(pixels: Any, max_side: int = 128) -> bytes:
+    """A ``[3, H, W]`` uint8 image (tensor or array) as PNG bytes (Pillow), shrunk to at most
+    ``max_side`` pixels a side (keeping its aspect) so that a page of real images stays small."""
     from PIL import Image
 
     arr = np.asarray(pixels.cpu() if hasattr(pixels, "cpu") else pixels, dtype=np.uint8)
+    image = Image.fromarray(np.ascontiguousarray(arr.transpose(1, 2, 0)))
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(arr.transpose(1, 2, 0))).save(buf, format="PNG")
+    image.save(buf, format="PNG")
     return buf.getvalue()
 
 

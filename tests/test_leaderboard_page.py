@@ -123,3 +123,16 @@ def test_old_results_without_ranks_show_no_interval(board, tmp_path):
     md = (tmp_path / f"smoke-{smoke.hash}--css-synth.md").read_text()
     assert "No per-query ranks stored for" in md and "95% CI" not in md
     assert "no result of this table keeps its per-query ranks" in (tmp_path / "index.html").read_text()
+
+
+def test_grid_images_are_shrunk_keeping_their_aspect():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from cirbench.leaderboard_html import image_png
+
+    # 300 wide x 200 high -> at most 128 a side: 128 x round(200 * 128 / 300) = 128 x 85
+    assert Image.open(io.BytesIO(image_png(np.zeros((3, 200, 300), np.uint8)))).size == (128, 85)
+    assert Image.open(io.BytesIO(image_png(np.zeros((3, 32, 32), np.uint8)))).size == (32, 32)  # never enlarged
