@@ -23,6 +23,7 @@ from cirbench.metrics import (
     format_recalls,
     rank_queries,
     ranking_pools,
+    top_k_ids,
     recall_at_k,
     recall_by_group,
 )
@@ -41,6 +42,10 @@ class Evaluation:
     (``embedded_images`` images: every gallery image and every query's reference) and
     ``rank_seconds`` to :func:`~cirbench.metrics.rank_queries`. ``chance`` is the Recall@K
     a random ranking would score under the same rules (:func:`~cirbench.metrics.chance_recall`).
+    ``ranks``, ``top_k`` (each query's ``top_k_width`` best gallery ids, best first, fewer where
+    a query is ranked among fewer entries; empty lists when ``top_k_width`` is 0), ``groups``
+    and ``references`` are per query, in the dataset's ``queries()`` order
+    (:meth:`query_ranks` packs them for the results store).
     """
 
     overall: dict[str, float]
@@ -53,6 +58,19 @@ class Evaluation:
     embedded_images: int = 0
     rank_seconds: float = 0.0
     chance: dict[str, float] = field(default_factory=dict)
+    top_k: list[list[int]] = field(default_factory=list, repr=False)
+    groups_of_queries: list[str] = field(default_factory=list, repr=False)
+    references: list[int] = field(default_factory=list, repr=False)
+
+    def query_ranks(self) -> "QueryRanks":
+        """The per-query record kept beside the result (top-K padded with -1 to ``[Q, K]``)."""
+        from cirbench.results import QueryRanks
+
+        width = max((len(t) for t in self.top_k), default=0)
+        top = np.full((len(self.ranks), width), -1, dtype=np.int64)
+        for i, ids in enumerate(self.top_k):
+            top[i, : len(ids)] = ids
+        return QueryRanks(self.ranks, top, self.groups_of_queries, self.references)
 
     @property
     def embed_images_per_second(self) -> float:
@@ -110,9 +128,13 @@ def embed_queries(
 
 
 def evaluate(
-    composer: Composer, dataset: CIRDataset, ks: Sequence[int], batch_size: int = 256, chunk: int = 1024
+    composer: Composer, dataset: CIRDataset, ks: Sequence[int], batch_size: int = 256, chunk: int = 1024,
+    top_k: int | None = None,
 ) -> Evaluation:
-    """Recall@K of ``composer`` on the test queries of ``dataset``."""
+    """Recall@K of ``composer`` on the test queries of ``dataset``; each query's ``top_k``
+    best gallery ids too (default: the largest of ``ks``; 0: none). The top-K lists are
+    computed after ranking and are not part of ``rank_seconds``."""
+    width = max(ks) if top_k is None else top_k
     start = time.perf_counter()
     was_training = composer.training
     composer.eval()
@@ -126,6 +148,7 @@ def evaluate(
         _sync(device)
         embed_seconds, embedded, rank_seconds = time.perf_counter() - t, len(queries), 0.0
         ranks = torch.empty(len(queries), dtype=torch.long)
+        tops: list[list[int]] = [[] for _ in queries]
         num_correct, num_ranked = [0] * len(queries), [0] * len(queries)
         per_group = dataset.has_group_galleries()
         gallery_keys = sorted({q.group for q in queries}) if per_group else [None]
@@ -149,6 +172,11 @@ def evaluate(
                 candidates=[getattr(queries[i], "candidates", None) for i in rows],
             )
             rank_seconds += time.perf_counter() - t
+            if width > 0:
+                for i, ids in zip(rows, top_k_ids(
+                        q_emb[rows], g_emb, torch.from_numpy(gallery), [queries[i].reference for i in rows],
+                        width, chunk=chunk, candidates=[getattr(queries[i], "candidates", None) for i in rows])):
+                    tops[i] = ids
             m, n = ranking_pools(
                 gallery.tolist(), [queries[i].reference for i in rows], [queries[i].targets for i in rows],
                 [getattr(queries[i], "candidates", None) for i in rows],
@@ -169,4 +197,7 @@ def evaluate(
         embed_seconds=embed_seconds,
         embedded_images=embedded,
         rank_seconds=rank_seconds,
+        top_k=tops,
+        groups_of_queries=groups,
+        references=[int(q.reference) for q in queries],
     )

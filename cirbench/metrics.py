@@ -401,11 +401,17 @@ def top_k_ids(
             ref = position.get(int(refs[qi]))
             if ref is not None:
                 scores[r, ref] = float("-inf")
-        # stable: among equal scores the earlier gallery entry comes first
-        order = torch.sort(scores, dim=1, descending=True, stable=True)
-        for vals, idx in zip(order.values[:, :k], order.indices[:, :k]):
-            n = int(torch.isfinite(vals).sum())
-            out.append([id_list[j] for j in idx[:n].tolist()])
+        # the entries at or above each row's k-th best score (every tie of it included), then a
+        # stable sort of those: among equal scores the earlier gallery entry comes first, as a
+        # stable sort of the whole row would give, at the cost of a top-k instead of a sort
+        kth = torch.topk(scores, min(k, n_g), dim=1).values[:, -1:]
+        keep = scores >= kth
+        for r in range(stop - start):
+            cols = keep[r].nonzero().squeeze(1)
+            vals = scores[r, cols]
+            order = torch.sort(vals, descending=True, stable=True).indices[:k]
+            top = cols[order][torch.isfinite(vals[order])]
+            out.append([id_list[j] for j in top.tolist()])
     return out
 
 

@@ -4,6 +4,9 @@ record it holds.
 Layout under the results folder::
 
     <protocol>@<hash>/<dataset>/<composer>/seed<N>.json    the result (written atomically)
+    <protocol>@<hash>/<dataset>/<composer>/seed<N>.ranks.npz  per-query ranks and top-K ids
+                                                           (:class:`QueryRanks`; referenced with
+                                                           its SHA-256 as the result's ``ranks``)
     <protocol>@<hash>/<dataset>/<composer>/seed<N>.ckpt    training checkpoint while running
     <protocol>@<hash>/<dataset>/<composer>/seed<N>.claim   who runs it now (cirbench.claims)
     <protocol>@<hash>/<dataset>/<composer>/seed<N>.model.pt  the trained state_dict, only with
@@ -32,7 +35,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from cirbench.protocol import Protocol
-from cirbench.storage import atomic_write_json
+from cirbench.storage import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -298,6 +301,101 @@ class SavedModel:
         return cls(_get(obj, where, "path", "str"), _get(obj, where, "bytes", "nonneg-int"))
 
 
+class RanksFileError(ValueError):
+    """A per-query ranks file is missing, altered (checksum) or malformed; names the file."""
+
+
+@dataclass(frozen=True)
+class QueryRanks:
+    """What an evaluation keeps per query, in the dataset's ``queries()`` order, so that every
+    Recall@K (overall, per group, resampled) can be recomputed without the model.
+
+    ``ranks`` ``[Q]`` int64: the 0-based rank of the best correct target
+    (:func:`cirbench.metrics.rank_queries`; a query hits at K when ``rank < K``);
+    ``top_k`` ``[Q, K]`` int64: the K best gallery ids, best first
+    (:func:`cirbench.metrics.top_k_ids`), padded with -1 where a query is ranked among
+    fewer than K entries; ``groups`` ``[Q]`` str: each query's group; ``references`` ``[Q]``
+    int64: each query's reference image id (to check that a dataset's queries are the ones
+    ranked). Raises ``ValueError`` when the lengths differ."""
+
+    ranks: Any
+    top_k: Any
+    groups: Any
+    references: Any
+
+    def __post_init__(self) -> None:
+        import numpy as np
+
+        for name, dtype in (("ranks", np.int64), ("top_k", np.int64), ("references", np.int64)):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=dtype))
+        object.__setattr__(self, "groups", np.asarray(self.groups, dtype=str))
+        q = len(self.ranks)
+        if self.ranks.ndim != 1 or self.top_k.ndim != 2 or len(self.top_k) != q or len(self.groups) != q \
+                or len(self.references) != q:
+            raise ValueError(f"QueryRanks: ranks {self.ranks.shape}, top_k {self.top_k.shape}, groups "
+                             f"{self.groups.shape}, references {self.references.shape} do not describe the "
+                             "same queries")
+
+    @property
+    def k(self) -> int:
+        return int(self.top_k.shape[1])
+
+    def recall(self, ks: Iterable[int], group: str | None = None) -> dict[str, float]:
+        """``{"R@K": fraction}`` recomputed from the ranks, over all queries or one group."""
+        ranks = self.ranks if group is None else self.ranks[self.groups == group]
+        if ranks.size == 0:
+            raise ValueError(f"no query in group {group!r}")
+        return {f"R@{k}": float((ranks < k).mean()) for k in ks}
+
+    def to_bytes(self) -> bytes:
+        import io
+
+        import numpy as np
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, ranks=self.ranks, top_k=self.top_k, groups=self.groups,
+                            references=self.references)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str = "ranks file") -> "QueryRanks":
+        import io
+
+        import numpy as np
+
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                missing = [n for n in ("ranks", "top_k", "groups", "references") if n not in z.files]
+                if missing:
+                    raise RanksFileError(f"{where}: missing array {missing[0]!r}")
+                return cls(z["ranks"], z["top_k"], z["groups"], z["references"])
+        except RanksFileError:
+            raise
+        except (ValueError, OSError, KeyError) as exc:
+            raise RanksFileError(f"{where}: not a readable ranks file ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class RanksRef:
+    """The result's pointer to its :class:`QueryRanks` file: ``path`` relative to the results
+    folder (POSIX separators), its ``sha256`` (hex), the number of queries and K (the width
+    of the stored top-K lists: the protocol's largest K)."""
+
+    path: str
+    sha256: str
+    num_queries: int
+    k: int
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str = "ranks") -> "RanksRef":
+        _check(where, obj, "object")
+        return cls(_get(obj, where, "path", "str"), _get(obj, where, "sha256", "str"),
+                   _get(obj, where, "num_queries", "nonneg-int"), _get(obj, where, "k", "nonneg-int"))
+
+
 @dataclass(frozen=True)
 class RunResult:
     """The result of one run, as stored in ``seed<N>.json`` (schema :data:`SCHEMA_VERSION`).
@@ -305,8 +403,10 @@ class RunResult:
     ``status`` is ``ok`` (then ``metrics``, ``params``, ``train`` and ``eval`` are set),
     ``failed`` (``error`` says why, ``traceback`` where) or ``diverged`` (``error`` gives the
     step and loss). Times are in seconds, memory in MiB (CUDA peak allocation, or the process's
-    peak resident set on a CPU). ``train``, ``eval``, ``saved_model`` and ``traceback`` are
-    left out of the JSON when None; everything else is always written.
+    peak resident set on a CPU). ``ranks`` points to the per-query ranks file (results written
+    before it existed have none: the leaderboard then shows no interval for them).
+    ``train``, ``eval``, ``saved_model``, ``ranks`` and ``traceback`` are left out of the JSON
+    when None; everything else is always written.
     """
 
     status: str
@@ -329,6 +429,7 @@ class RunResult:
     train: TrainStats | None = None
     eval: EvalStats | None = None
     saved_model: SavedModel | None = None
+    ranks: RanksRef | None = None
     traceback: str | None = None
     schema: int = SCHEMA_VERSION
 
@@ -371,7 +472,7 @@ class RunResult:
             "wall_seconds": self.wall_seconds,
             "peak_memory_mb": self.peak_memory_mb,
         }
-        for name in ("train", "eval", "saved_model"):
+        for name in ("train", "eval", "saved_model", "ranks"):
             part = getattr(self, name)
             if part is not None:
                 out[name] = part.to_json()
@@ -421,6 +522,7 @@ class RunResult:
             train=opt("train", TrainStats),
             eval=opt("eval", EvalStats),
             saved_model=opt("saved_model", SavedModel),
+            ranks=opt("ranks", RanksRef),
             traceback=_get(obj, "", "traceback", "str?", required=False),
         )
 
@@ -486,6 +588,45 @@ class ResultsStore:
         """Where ``cirbench run --save-model`` keeps the run's trained ``state_dict``; the
         result records it as ``saved_model`` (relative to the results folder)."""
         return self.root / key.relpath().with_suffix(".model.pt")
+
+    def ranks_path(self, key: RunKey) -> Path:
+        """The per-query ranks file of ``key`` (:class:`QueryRanks`)."""
+        return self.root / key.relpath().with_suffix(".ranks.npz")
+
+    def write_ranks(self, key: RunKey, ranks: QueryRanks) -> RanksRef:
+        """Write ``ranks`` atomically as ``key``'s ranks file; returns the reference (with its
+        SHA-256) for the result. Raises ``OSError`` when it cannot be written."""
+        import hashlib
+
+        data = ranks.to_bytes()
+        path = self.ranks_path(key)
+        atomic_write_bytes(path, data)
+        return RanksRef(path.relative_to(self.root).as_posix(), hashlib.sha256(data).hexdigest(),
+                        len(ranks.ranks), ranks.k)
+
+    def load_ranks(self, result: RunResult) -> QueryRanks | None:
+        """The :class:`QueryRanks` of ``result``; None when it has none (an older result).
+        Raises :class:`RanksFileError` naming the file when it is missing, its checksum
+        differs from the one recorded, or it does not hold ``ranks.num_queries`` queries."""
+        import hashlib
+
+        ref = result.ranks
+        if ref is None:
+            return None
+        path = self.root / ref.path
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise RanksFileError(f"{path}: cannot read the ranks file of this result ({exc.strerror or exc})") from exc
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != ref.sha256:
+            raise RanksFileError(f"{path}: SHA-256 {digest[:12]}... differs from the {ref.sha256[:12]}... "
+                                 "recorded in its result (changed or replaced since)")
+        ranks = QueryRanks.from_bytes(data, str(path))
+        if len(ranks.ranks) != ref.num_queries or ranks.k != ref.k:
+            raise RanksFileError(f"{path}: {len(ranks.ranks)} queries x top-{ranks.k}, its result records "
+                                 f"{ref.num_queries} x top-{ref.k}")
+        return ranks
 
     def read(self, key: RunKey) -> RunResult | None:
         """The stored result of ``key``, or None: no file, or (with a warning naming the

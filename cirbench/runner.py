@@ -264,12 +264,16 @@ class Runner:
                 ckpt.unlink()
             if model_file.exists():  # a kept model belongs to the result beside it, which is redone
                 model_file.unlink()
+            ranks_file = self.store.ranks_path(key)
+            if ranks_file.exists():  # so are the per-query ranks
+                ranks_file.unlink()
         else:
             return self._train_only(key, ckpt)
         distributed.barrier()  # the other ranks look for the checkpoint after this
         created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         parts: dict = {"status": "failed"}
         facts = None
+        query_ranks = None
         reset_peak_memory(device)
         t0 = time.perf_counter()
         try:
@@ -289,6 +293,7 @@ class Runner:
                 batch_size=key.protocol.eval_batch_size, chunk=key.protocol.eval_chunk,
             )
             parts["metrics"] = Metrics(overall=ev.overall, groups=ev.groups)
+            query_ranks = ev.query_ranks()
             parts["eval"] = EvalStats(
                 seconds=ev.seconds,
                 num_queries=ev.num_queries,
@@ -314,6 +319,12 @@ class Runner:
             parts.update(status="failed", error=f"{type(exc).__name__}: {exc}",
                          traceback=traceback.format_exc())
             log.error("%s failed: %s", key, parts["error"])
+        if parts["status"] == "ok" and query_ranks is not None:
+            try:  # beside the result, before it: a result never names a ranks file not yet written
+                parts["ranks"] = self.store.write_ranks(key, query_ranks)
+            except OSError as exc:
+                log.warning("%s: could not write its per-query ranks to %s (%s); the result is kept "
+                            "without them (no interval on the leaderboard)", key, self.store.ranks_path(key), exc)
         result = RunResult(
             **self._identity(key, facts),
             **parts,

@@ -319,3 +319,56 @@ def test_a_read_only_folder_is_not_writable(tmp_path):
             ResultsStore(res).check_writable()
     finally:
         res.chmod(0o700)
+
+
+def test_ranks_file_round_trip_checksum_and_old_results(tmp_path):
+    """Issue 13: the per-query ranks file is written atomically beside the result, read back
+    only when its SHA-256 matches; a result without one (older) reads as before."""
+    import dataclasses
+
+    import numpy as np
+
+    from cirbench.results import QueryRanks, RanksFileError
+
+    store = ResultsStore(tmp_path)
+    result = _ok()
+    key = KEY
+    qr = QueryRanks([0, 3, 7], [[5, 1], [2, 4], [9, -1]], ["add", "add", "remove"], [10, 11, 12])
+    ref = store.write_ranks(key, qr)
+    assert ref.num_queries == 3 and ref.k == 2 and ref.path.endswith("seed0.ranks.npz")
+    with_ranks = dataclasses.replace(result, ranks=ref)
+    store.write(key, with_ranks)
+    back = store.read(key)
+    assert back.ranks == ref
+    loaded = store.load_ranks(back)
+    assert loaded.ranks.tolist() == [0, 3, 7] and loaded.top_k.tolist() == [[5, 1], [2, 4], [9, -1]]
+    assert loaded.groups.tolist() == ["add", "add", "remove"]
+    # recall from ranks: R@1 = 1/3 (rank 0 only), R@5 = 2/3 (ranks 0 and 3); add: R@5 = 2/2
+    assert loaded.recall((1, 5)) == pytest.approx({"R@1": 1 / 3, "R@5": 2 / 3})
+    assert loaded.recall((5,), "add") == {"R@5": 1.0}
+    assert store.load_ranks(result) is None  # an older result: no ranks
+    path = store.ranks_path(key)
+    path.write_bytes(path.read_bytes() + b"x")
+    with pytest.raises(RanksFileError, match="SHA-256"):
+        store.load_ranks(back)
+    path.unlink()
+    with pytest.raises(RanksFileError, match="seed0.ranks.npz"):
+        store.load_ranks(back)
+    with pytest.raises(ValueError, match="same queries"):
+        QueryRanks([0, 1], [[1]], ["a", "b"], [0, 1])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 60), st.sampled_from(["add", "remove"])), min_size=1, max_size=40),
+       st.lists(st.integers(1, 50), min_size=1, max_size=4, unique=True))
+def test_recall_from_stored_ranks_is_the_metrics_recall(rows, ks):
+    """QueryRanks.recall agrees with cirbench.metrics.recall_at_k / recall_by_group, also after
+    a round trip through the file's bytes."""
+    from cirbench.metrics import format_recalls, recall_at_k, recall_by_group
+    from cirbench.results import QueryRanks
+
+    ranks, groups = [r for r, _ in rows], [g for _, g in rows]
+    qr = QueryRanks.from_bytes(QueryRanks(ranks, [[0]] * len(ranks), groups, range(len(ranks))).to_bytes())
+    assert qr.recall(ks) == format_recalls(recall_at_k(ranks, ks))
+    for g, values in recall_by_group(ranks, groups, ks).items():
+        assert qr.recall(ks, g) == format_recalls(values)

@@ -206,3 +206,40 @@ def test_a_malformed_result_counts_as_not_done(runner, smoke, caplog):
     assert report.ran == [key] and report.skipped == []
     assert f"ignoring result file {path}: expected a JSON object, got null" in caplog.text
     assert runner.store.read(key).status == "ok"
+
+
+def test_every_ok_result_keeps_its_per_query_ranks(runner, smoke, css_tiny):
+    """Issue 13: ranks and top-K ids beside the result, referenced with a checksum, in the
+    dataset's queries() order; Recall@K recomputed from them equals the stored metrics."""
+    import numpy as np
+
+    runner.run_grid(smoke, ["css-synth"], ["pixel-mean"], [0])
+    key = RunKey(smoke, "css-synth", "pixel-mean", 0)
+    result = runner.store.read(key)
+    assert result.ranks is not None and result.ranks.path.endswith("seed0.ranks.npz")
+    assert runner.store.ranks_path(key).exists()
+    qr = runner.store.load_ranks(result)
+    queries = list(css_tiny.queries())
+    assert qr.k == max(smoke.ks) and len(qr.ranks) == len(queries) == result.eval.num_queries
+    assert list(qr.references) == [q.reference for q in queries]
+    assert list(qr.groups) == [q.group for q in queries]
+    assert qr.recall(smoke.ks) == pytest.approx(result.metrics.overall, abs=1e-12)
+    for g, values in result.metrics.groups.items():
+        assert qr.recall(smoke.ks, g) == pytest.approx(values, abs=1e-12)
+    # the top-K lists agree with the ranks: a query hits at K exactly when a target is in its top K
+    for q, rank, top in zip(queries, qr.ranks, qr.top_k):
+        for k in smoke.ks:
+            assert (rank < k) == bool(set(top[:k].tolist()) & (set(q.targets) - {q.reference}))
+        assert q.reference not in top.tolist()
+    assert np.all(qr.top_k >= 0)  # css-synth's gallery is larger than K
+
+
+def test_ranks_that_cannot_be_written_leave_an_ok_result_without_them(runner, smoke, monkeypatch, caplog):
+    def no_space(key, ranks):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runner.store, "write_ranks", no_space)
+    runner.run_grid(smoke, ["css-synth"], ["pixel-mean"], [3])
+    result = runner.store.read(RunKey(smoke, "css-synth", "pixel-mean", 3))
+    assert result.status == "ok" and result.ranks is None
+    assert "could not write its per-query ranks" in caplog.text and "No space left" in caplog.text
