@@ -395,13 +395,15 @@ def image_encoder_param_groups(
     pretrained: bool,
     backbone_lr_mult: float = 0.1,
 ) -> list[dict]:
-    """SGD parameter groups of TIRG's ``main.py`` (also ComposeAE's): with ``pretrained``
-    backbone weights, ``image_fc`` (the encoder's final Linear) at ``lr``, ``backbone`` (the
-    ResNet trunk) at ``backbone_lr_mult * lr`` and ``rest`` (everything else of ``model``)
-    at ``lr``; otherwise one group ``all`` at ``lr``. Only trainable parameters are listed,
+    """SGD parameter groups of TIRG's ``main.py`` (also ComposeAE's; TIRG's code gives them to
+    every model, baselines included): with ``pretrained`` backbone weights, ``image_fc`` (the
+    encoder's final Linear) at ``lr``, ``backbone`` (the ResNet trunk) at
+    ``backbone_lr_mult * lr`` and ``rest`` (everything else of ``model``) at ``lr``;
+    otherwise, or with ``backbone_lr_mult == 1`` (TIRG's code on CSS: the protocol's
+    ``backbone_lr_mult``), one group ``all`` at ``lr``. Only trainable parameters are listed,
     each in exactly one group; empty groups are left out."""
     trainable = [p for p in model.parameters() if p.requires_grad]
-    if not pretrained:
+    if not pretrained or backbone_lr_mult == 1.0:
         return [{"params": trainable, "lr": lr, "name": "all"}]
     fc = [p for p in image_encoder.fc.parameters() if p.requires_grad]
     trunk = [p for p in image_encoder.backbone.parameters() if p.requires_grad]
