@@ -66,8 +66,8 @@ class SAC(Composer):
             the last ``bank_size`` training target embeddings (0: the batch only).
         disc_slope: LeakyReLU slope in D.
         adversarial: ``non_saturating`` (-log D(f_com)) | ``minimax`` (log(1 - D(f_com))).
-        lambdas: weights of (triplet, adversarial, consistency) (Eq. 19).
-        alpha_text, alpha_img: consistency weights (Eq. 18).
+        lambdas: weights of (triplet, adversarial, consistency) (Eq. 18).
+        alpha_text, alpha_img: consistency weights (Eq. 17).
         lr, disc_lr: Adam lr of everything but D; SGD lr of D.
         freeze_backbone_fraction: with pretrained backbone weights, the backbone is frozen
             for the first ``round(fraction * protocol.iterations)`` steps (paper: 10 epochs).
