@@ -522,3 +522,30 @@ def test_attention_depends_on_text_under_quick_v3_but_not_at_layer3_layer4_at_32
     assert r.status == "failed"
     assert "level(s) layer4 (1x1 map, max difference 0)" in r.message, r.message
     assert "layer3" not in r.message.split("level(s)")[1].split("under")[0]
+
+
+def test_interrupted_training_resumes_exactly_with_the_bank(tmp_path):
+    """The negatives' bank is part of the model's state: 4 steps in one go and 2 + 2 steps
+    with a checkpoint in between end in the same state (bank, weights, D)."""
+    from cirbench.testing import RandomDataset
+    from cirbench.train import train
+
+    protocol = dataclasses.replace(PROTOCOL, iterations=4)
+    data = RandomDataset.for_protocol(protocol)
+
+    def build():
+        torch.manual_seed(0)
+        return SAC(ComposerContext(protocol, data.train_texts()), bank_size=6, **SMALL)
+
+    whole = build()
+    train(whole, data, protocol, seed=0)
+    part = build()
+    ckpt = tmp_path / "ckpt.pt"
+    train(part, data, protocol, seed=0, checkpoint=ckpt, checkpoint_every=1, stop_after=2)
+    resumed = build()
+    train(resumed, data, protocol, seed=0, checkpoint=ckpt, checkpoint_every=1)
+    assert int((whole.bank.ids >= 0).sum()) == 6  # filled (4 steps x 4 targets > 6 slots)
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
