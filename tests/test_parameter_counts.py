@@ -71,9 +71,19 @@ def _sac_frozen_warmup():
                                                       "freeze_backbone_fraction": 0.25}))
 
 
-@pytest.mark.parametrize("name", MAIN + ["sac-frozen-warmup"])
+def _sac_quick_stages():
+    """SAC on quick's levels (layer2+layer3): layer4 is never read, so it must not be held."""
+    from cirbench_sac import SAC, SAC_DEFAULTS
+
+    return ComposerSpec("sac-quick-stages", partial(SAC, **{**SAC_DEFAULTS, "stages": ("layer2", "layer3")}))
+
+
+SPECIAL = {"sac-frozen-warmup": _sac_frozen_warmup, "sac-quick-stages": _sac_quick_stages}
+
+
+@pytest.mark.parametrize("name", MAIN + ["sac-l1-only", *SPECIAL])
 def test_trainable_count_equals_parameters_receiving_gradients(name):
-    spec = _sac_frozen_warmup() if name == "sac-frozen-warmup" else name
+    spec = SPECIAL[name]() if name in SPECIAL else name
     model = CONTEXT.build_composer(spec)
     counts = model.parameter_counts()  # asked before training, as the runner does
     if name == "sac-frozen-warmup":

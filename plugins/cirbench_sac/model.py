@@ -128,6 +128,9 @@ class SAC(Composer):
         self.stages = tuple(stages)[pick]
         self.temperatures = tuple(float(t) for t in temperatures)[pick]
         dims = [self.backbone.stage_dims[s] for s in self.stages]
+        # Stages deeper than the last level are never used (e.g. layer4 under quick's
+        # layer2+layer3): drop them, so that no parameter is held that gets no gradient.
+        self.backbone.truncate_after(max(self.stages, key=lambda s: int(s[-1])))
         self.levels, self.losses, self.adversarial = levels, losses, adversarial
         self.text = SentenceTextEncoder(ctx.train_texts, dims, d, word_dim, sent_dim, text_embeddings)
         self.sfa = nn.ModuleList(
