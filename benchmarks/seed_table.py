@@ -55,12 +55,15 @@ def table(root: Path, protocol: str, dataset: str, composers: list[str]) -> str:
             mean, std, lo, hi = summarise([100 * r["metrics"]["overall"][k] for r in runs])
             cells.append(f"{mean:.1f} ± {std:.1f} [{lo:.1f}, {hi:.1f}]")
         secs = sum(r["train"]["seconds"] for r in runs) / len(runs)
-        params = runs[0]["params"]
         seeds = ",".join(str(r["seed"]) for r in runs)
+
+        def counts(key: str) -> str:  # every distinct value the seeds' files record
+            values = sorted({r["params"].get(key, 0) for r in runs})
+            return " / ".join(f"{v / 1e6:.2f}M" for v in values)
+
         lines.append(
             f"| `{name}` | {seeds} | " + " | ".join(cells)
-            + f" | {secs:.0f} | {params['trainable'] / 1e6:.2f}M"
-            + f" | {params.get('frozen_pretrained', 0) / 1e6:.2f}M |"
+            + f" | {secs:.0f} | {counts('trainable')} | {counts('frozen_pretrained')} |"
         )
     return "\n".join(lines)
 
