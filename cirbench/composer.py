@@ -134,11 +134,46 @@ class Composer(nn.Module, abc.ABC):
             "(it does not implement Composer.attention_maps)"
         )
 
+    def training_parameters(self) -> list[nn.Parameter]:
+        """The parameters training updates: every distinct parameter held by the optimisers of
+        :meth:`configure_optimizers`, whatever its ``requires_grad`` is now (a schedule may
+        freeze part of the model for the first steps; those parameters are still trained)."""
+        seen: dict[int, nn.Parameter] = {}
+        for opt in self.configure_optimizers():
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    seen.setdefault(id(p), p)
+        own = {id(p) for p in self.parameters()}
+        return [p for i, p in seen.items() if i in own]
+
     def parameter_counts(self) -> dict[str, int]:
-        """``total`` and ``trainable`` parameter counts (frozen = total - trainable)."""
+        """Parameter counts, one rule for every composer:
+
+        * ``total``: every parameter of the module;
+        * ``trainable``: the parameters training updates (:meth:`training_parameters`, the
+          optimisers' parameters), counted as they are during training, not in the state of
+          step 0 (a backbone frozen for a warm-up is trainable);
+        * ``frozen``: ``total - trainable``;
+        * ``frozen_pretrained``: the part of ``frozen`` that lies in modules loaded from
+          pretrained weights (a module with a non-empty ``weights_name``, e.g. a frozen
+          sentence encoder), reported apart so that tables can show it in its own column.
+        """
         total = sum(p.numel() for p in self.parameters())
-        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        return {"total": total, "trainable": trainable, "frozen": total - trainable}
+        trained = {id(p) for p in self.training_parameters()}
+        trainable = sum(p.numel() for p in self.parameters() if id(p) in trained)
+        pretrained_ids: set[int] = set()
+        for m in self.modules():
+            if m is not self and getattr(m, "weights_name", ""):
+                pretrained_ids |= {id(p) for p in m.parameters()}
+        frozen_pretrained = sum(
+            p.numel() for p in self.parameters() if id(p) in pretrained_ids and id(p) not in trained
+        )
+        return {
+            "total": total,
+            "trainable": trainable,
+            "frozen": total - trainable,
+            "frozen_pretrained": frozen_pretrained,
+        }
 
     def pretrained_weights(self) -> list[str]:
         """Names of the pretrained weights this composer loaded (recorded with results)."""

@@ -72,11 +72,25 @@ class ImageBackbone(nn.Module):
             name: _stage_channels(getattr(self, name)) for name in _STAGES
         }
 
+    def truncate_after(self, stage: str) -> None:
+        """Drop the stages deeper than ``stage`` (replaced by ``nn.Identity``): for a composer
+        that only reads maps up to ``stage``, whose deeper stages would be parameters that
+        never get a gradient. ``stage_dims`` keeps every stage's width; asking a dropped
+        stage's map (or :meth:`forward`, which pools ``layer4``) raises ValueError."""
+        if stage not in _STAGES:
+            raise ValueError(f"unknown backbone stage {stage!r}; valid: {_STAGES}")
+        for name in _STAGES[_STAGES.index(stage) + 1:]:
+            setattr(self, name, nn.Identity())
+        self.kept_stages = _STAGES[: _STAGES.index(stage) + 1]
+
     def feature_maps(self, x: torch.Tensor, stages: Sequence[str] = ("layer4",)) -> dict[str, torch.Tensor]:
         """Feature maps ``[B, C, h, w]`` of the named stages (stops after the last asked)."""
         unknown = set(stages) - set(_STAGES)
         if unknown:
             raise ValueError(f"unknown backbone stages {sorted(unknown)}; valid: {_STAGES}")
+        dropped = set(stages) - set(getattr(self, "kept_stages", _STAGES))
+        if dropped:
+            raise ValueError(f"backbone stages {sorted(dropped)} were dropped (truncate_after)")
         out: dict[str, torch.Tensor] = {}
         last = max(_STAGES.index(s) for s in stages)
         x = self.stem(x)
@@ -395,13 +409,15 @@ def image_encoder_param_groups(
     pretrained: bool,
     backbone_lr_mult: float = 0.1,
 ) -> list[dict]:
-    """SGD parameter groups of TIRG's ``main.py`` (also ComposeAE's): with ``pretrained``
-    backbone weights, ``image_fc`` (the encoder's final Linear) at ``lr``, ``backbone`` (the
-    ResNet trunk) at ``backbone_lr_mult * lr`` and ``rest`` (everything else of ``model``)
-    at ``lr``; otherwise one group ``all`` at ``lr``. Only trainable parameters are listed,
+    """SGD parameter groups of TIRG's ``main.py`` (also ComposeAE's; TIRG's code gives them to
+    every model, baselines included): with ``pretrained`` backbone weights, ``image_fc`` (the
+    encoder's final Linear) at ``lr``, ``backbone`` (the ResNet trunk) at
+    ``backbone_lr_mult * lr`` and ``rest`` (everything else of ``model``) at ``lr``;
+    otherwise, or with ``backbone_lr_mult == 1`` (TIRG's code on CSS: the protocol's
+    ``backbone_lr_mult``), one group ``all`` at ``lr``. Only trainable parameters are listed,
     each in exactly one group; empty groups are left out."""
     trainable = [p for p in model.parameters() if p.requires_grad]
-    if not pretrained:
+    if not pretrained or backbone_lr_mult == 1.0:
         return [{"params": trainable, "lr": lr, "name": "all"}]
     fc = [p for p in image_encoder.fc.parameters() if p.requires_grad]
     trunk = [p for p in image_encoder.backbone.parameters() if p.requires_grad]

@@ -43,6 +43,20 @@ class Protocol:
         eval_batch_size: images per forward pass when embedding for evaluation (does not
             change the numbers, only speed and memory).
         eval_chunk: queries scored at once (memory is bounded by eval_chunk x gallery).
+        feature_stages: the two backbone stages (``layer1`` .. ``layer4``, shallower first)
+            that multi-level composers attend over (SAC's levels 1 and 2). Part of the
+            protocol because the image size decides their map sizes: at 32 px a ResNet's
+            ``layer4`` map is 1x1 and ``layer3`` 2x2, and attention over one position cannot
+            depend on the text.
+        backbone_lr_mult: with ``pretrained`` weights, the ResNet trunk (all of it but the
+            image fc) learns at this fraction of a composer's learning rate (TIRG's
+            ``main.py``: 0.1, for every model on every dataset but CSS, where it is one group
+            at the full rate: 1.0). Composers using
+            :func:`cirbench.encoders.image_encoder_param_groups` follow it.
+
+    Hash rule for fields added after a preset was published (``feature_stages``,
+    ``backbone_lr_mult``): a field at its default is left out of the hashed form, so adding
+    the field did not change the hash of any preset that keeps the default.
     """
 
     name: str
@@ -62,8 +76,12 @@ class Protocol:
     seeds: tuple[int, ...] = (0,)
     eval_batch_size: int = 256
     eval_chunk: int = 1024
+    feature_stages: tuple[str, str] = ("layer3", "layer4")
+    backbone_lr_mult: float = 0.1
     # Fields excluded from the hash: they change speed or memory, never the numbers.
     _UNHASHED = ("description", "eval_batch_size", "eval_chunk")
+    # Fields added later: hashed only when they differ from these defaults (old hashes stay).
+    _HASHED_UNLESS_DEFAULT = {"feature_stages": ["layer3", "layer4"], "backbone_lr_mult": 0.1}
 
     def __post_init__(self) -> None:
         if self.dataset_scale not in ("tiny", "small", "full"):
@@ -76,18 +94,36 @@ class Protocol:
                 raise ValueError(f"protocol {self.name!r}: field {fname} must be >= 1")
         if not self.ks or any(k < 1 for k in self.ks) or list(self.ks) != sorted(set(self.ks)):
             raise ValueError(f"protocol {self.name!r}: field ks must be increasing positive ints")
+        stages = ("layer1", "layer2", "layer3", "layer4")
+        fs = tuple(self.feature_stages)
+        if len(fs) != 2 or any(s not in stages for s in fs) or stages.index(fs[0]) >= stages.index(fs[1]):
+            raise ValueError(
+                f"protocol {self.name!r}: field feature_stages must be two of {stages}, the "
+                f"shallower first, got {self.feature_stages!r}"
+            )
+        object.__setattr__(self, "feature_stages", fs)
+        if not 0.0 < self.backbone_lr_mult <= 1.0:
+            raise ValueError(
+                f"protocol {self.name!r}: field backbone_lr_mult must be in (0, 1], "
+                f"got {self.backbone_lr_mult!r}"
+            )
 
     def as_dict(self) -> dict[str, Any]:
         """All fields as plain JSON-able values."""
         d = dataclasses.asdict(self)
         d["ks"] = list(self.ks)
         d["seeds"] = list(self.seeds)
+        d["feature_stages"] = list(self.feature_stages)
         return d
 
     @property
     def hash(self) -> str:
         """Short stable hash of the fields that decide the numbers."""
-        d = {k: v for k, v in self.as_dict().items() if k not in self._UNHASHED}
+        d = {
+            k: v
+            for k, v in self.as_dict().items()
+            if k not in self._UNHASHED and self._HASHED_UNLESS_DEFAULT.get(k, object()) != v
+        }
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
@@ -116,8 +152,12 @@ BUILTIN_PROTOCOLS: tuple[Protocol, ...] = (
         name="quick",
         # v1: 64 px, 300 iterations: the main grid did not fit the main job's 15 minutes on
         # a 2-core CPU. At 32 px a step costs ~0.7x and composers learn faster per step.
-        version=2,
-        description="the default: CPU-feasible budget on small data, 32 px (README main job)",
+        # v2 -> v3 (issue 11): at 32 px layer3+layer4 maps are 2x2 and 1x1, so SAC's level-2
+        # attention could not depend on the text; multi-level composers now use layer2+layer3
+        # (4x4 and 2x2), and three seeds.
+        version=3,
+        description="the default: CPU-feasible budget on small data, 32 px, levels "
+        "layer2+layer3, seeds 0-2 (README main job: seed 0)",
         dataset_scale="small",
         backbone="resnet18",
         pretrained=False,
@@ -126,6 +166,8 @@ BUILTIN_PROTOCOLS: tuple[Protocol, ...] = (
         batch_size=32,
         iterations=200,
         ks=(1, 5, 10, 50),
+        seeds=(0, 1, 2),
+        feature_stages=("layer2", "layer3"),
     ),
     Protocol(
         name="full",
@@ -155,12 +197,14 @@ def pretrained_preset(
     lr_decay_every: int | None = None,
     weight_decay: float = 1e-6,
     version: int = 1,
+    backbone_lr_mult: float = 0.1,
 ) -> Protocol:
     """A paper-scale preset for a real dataset, fixing what TIRG's, ComposeAE's and SAC's
     schedules share (REFERENCE.md §2, §3): ResNet-18 with ImageNet weights at 224 px,
     d = 512, batch 32, the dataset's canonical splits, seeds 0, 1, 2. The budget, decay,
     weight decay and K values are the dataset's own (dataset plugins contribute theirs
-    through ``cirbench_protocols``)."""
+    through ``cirbench_protocols``), and so is ``backbone_lr_mult`` (TIRG's code: 0.1, but
+    1.0, one group, on CSS)."""
     return Protocol(
         name=name,
         version=version,
@@ -176,4 +220,5 @@ def pretrained_preset(
         lr_decay_every=lr_decay_every,
         ks=ks,
         seeds=(0, 1, 2),
+        backbone_lr_mult=backbone_lr_mult,
     )

@@ -192,6 +192,29 @@ class StateNotSaved(PixelMean):
         return super().embed_target(images) + self.offset
 
 
+class AttendsWithText(PixelMean):
+    """Attention over the 4x4 pooled pixels scored by the text's word vector (depends on the
+    text), plus a second level over a 1x1 map that ``TextBlindAttention`` keeps."""
+
+    def _scores(self, images, texts):
+        pix = nn.functional.adaptive_avg_pool2d(images, 4).mean(1)  # [B, 4, 4]
+        words = self.compose(torch.zeros_like(images), texts)[:, :16].view(-1, 4, 4)
+        return pix + words
+
+    def attention_maps(self, images, texts):
+        s = self._scores(images, texts)
+        return {"grid": torch.softmax(s.flatten(1), 1).view_as(s)}
+
+
+class TextBlindAttention(AttendsWithText):
+    """Level ``grid`` as above; level ``point`` a softmax over one position (always 1)."""
+
+    def attention_maps(self, images, texts):
+        maps = super().attention_maps(images, texts)
+        one = self._scores(images, texts).mean(dim=(1, 2))[:, None, None]
+        return {**maps, "point": torch.softmax(one.flatten(1), 1).view(-1, 1, 1)}
+
+
 class Crashes(PixelMean):
     def embed_target(self, images):
         raise RuntimeError("boom in embed_target")
@@ -247,6 +270,8 @@ def _run(cls, checks=None, **kwargs):
         (Crashes, "check_output_shapes", ["RuntimeError: boom in embed_target", "test_conformance.py:"]),
         (ManualForgetsParameters, "check_gradients", ["did not change in one training_step",
                                                       "words.weight"]),
+        (TextBlindAttention, "check_attention_depends_on_text",
+         ["does not depend on the text at level(s) point (1x1 map, max difference 0)"]),
     ],
 )
 def test_broken_composer_fails_the_right_check(cls, check, fragments):
@@ -254,6 +279,13 @@ def test_broken_composer_fails_the_right_check(cls, check, fragments):
     assert result.status == "failed", result
     for fragment in fragments:
         assert fragment in result.message, result.message
+
+
+def test_attention_check_passes_text_dependent_maps_and_skips_composers_without():
+    assert _run(AttendsWithText, checks=["check_attention_depends_on_text"])[
+        "check_attention_depends_on_text"].status == "passed"
+    r = _run(PixelMean, checks=["check_attention_depends_on_text"])["check_attention_depends_on_text"]
+    assert r.status == "skipped" and "no attention_maps" in r.message
 
 
 def test_a_broken_composer_fails_only_its_check():

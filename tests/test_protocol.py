@@ -51,3 +51,55 @@ def test_pretrained_preset_fixes_the_shared_paper_settings():
                          iterations=1000, weight_decay=1e-6, lr_decay_every=100, ks=(1, 10), seeds=(0, 1, 2))
     assert pretrained_preset("full-x", "other words", iterations=1000, ks=(1, 10), lr_decay_every=100).hash == p.hash
     assert pretrained_preset("full-x", "", iterations=1000, ks=(1, 10), weight_decay=5e-5).hash != p.hash
+
+
+#: The hashes published before issue 11 added ``feature_stages`` and ``backbone_lr_mult``
+#: (read from ``cirbench list`` before the change). Presets that keep those fields at their
+#: defaults must keep these hashes: their results stay comparable.
+PUBLISHED_HASHES = {
+    "smoke": "d1fd9578a9",
+    "full": "ec8cd4aed3",
+    "full-fashion200k": "632ffe326d",
+    "full-mit-states": "f093c83032",
+    "full-fashioniq": "3d1dc49dbd",
+    "full-shoes": "62cb93d1c2",
+    "full-birds-to-words": "052fab44fd",
+    "full-cirr": "7df1954afb",
+    "full-cirr-subset": "a2d51babf4",
+}
+
+
+def test_presets_with_default_new_fields_keep_their_published_hashes():
+    from cirbench.plugins import load_registry
+
+    protocols = load_registry().protocols
+    for name, digest in PUBLISHED_HASHES.items():
+        p = protocols[name]
+        assert p.feature_stages == ("layer3", "layer4") and p.backbone_lr_mult == 0.1, name
+        assert p.hash == digest, f"{name}: {p.hash} != published {digest}"
+    # the two presets issue 11 changed on purpose: new version, new hash
+    css = protocols["full-css"]
+    assert css.version == 2 and css.backbone_lr_mult == 1.0 and css.hash != "465529dc90"
+    quick = protocols["quick"]
+    assert quick.version == 3 and quick.feature_stages == ("layer2", "layer3")
+    assert quick.seeds == (0, 1, 2) and quick.image_size == 32
+
+
+def test_new_fields_change_the_hash_only_away_from_their_default():
+    s = BY_NAME["smoke"]
+    assert dataclasses.replace(s, feature_stages=("layer3", "layer4")).hash == s.hash
+    assert dataclasses.replace(s, feature_stages=["layer3", "layer4"]).hash == s.hash  # list ok
+    assert dataclasses.replace(s, feature_stages=("layer2", "layer3")).hash != s.hash
+    assert dataclasses.replace(s, backbone_lr_mult=1.0).hash != s.hash
+    assert "feature_stages" in s.as_dict()  # recorded with results even at the default
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("feature_stages", ("layer4", "layer3")), ("feature_stages", ("layer3",)),
+     ("feature_stages", ("layer3", "layer5")), ("backbone_lr_mult", 0.0),
+     ("backbone_lr_mult", 2.0)],
+)
+def test_invalid_new_fields_are_named(field, value):
+    with pytest.raises(ValueError, match=field):
+        dataclasses.replace(BY_NAME["smoke"], **{field: value})

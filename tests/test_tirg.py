@@ -424,3 +424,45 @@ def test_plugin_registers_both_composers():
 
     registry = load_registry()
     assert {"tirg", "tirg-lastconv"} <= set(registry.composers)
+
+
+# --- TIRG's groups for every model; one group on full-css (issue 11) ---------------------------
+
+
+def _with_protocol(model, **changes):
+    model.ctx = dataclasses.replace(model.ctx, protocol=dataclasses.replace(PROTOCOL, **changes))
+    return model
+
+
+@pytest.mark.parametrize("name", ["image-only", "text-only", "concat", "tirg", "tirg-lastconv"])
+def test_every_model_gets_tirgs_groups_under_a_pretrained_protocol(name):
+    """TIRG's main.py builds the same SGD groups for every model, baselines included: with
+    ImageNet weights the trunk learns at 0.1 lr (weights are not loaded here: the optimiser
+    only reads the protocol's flag)."""
+    from cirbench_baselines import cirbench_composers as baselines
+
+    specs = {s.name: s for s in baselines() + cirbench_composers()}
+    torch.manual_seed(0)
+    model = _with_protocol(specs[name].build(_ctx()), pretrained=True)
+    (opt,) = model.configure_optimizers()
+    lrs = {g["name"]: g["lr"] for g in opt.param_groups}
+    assert lrs == {"image_fc": 0.01, "backbone": pytest.approx(0.001), "rest": 0.01}
+    backbone = next(g for g in opt.param_groups if g["name"] == "backbone")["params"]
+    assert _ids(backbone) == _ids(model.image_encoder.backbone.parameters())
+    assert sorted(i for g in opt.param_groups for i in _ids(g["params"])) == _ids(model.parameters())
+    assert all(g["momentum"] == 0.9 for g in opt.param_groups)
+
+
+@pytest.mark.parametrize("name", ["concat", "tirg"])
+def test_full_css_trains_one_group_as_tirgs_code_does_for_css(name):
+    from cirbench.plugins import load_registry
+    from cirbench_baselines import cirbench_composers as baselines
+
+    full_css = load_registry().protocols["full-css"]
+    assert full_css.pretrained and full_css.backbone_lr_mult == 1.0
+    specs = {s.name: s for s in baselines() + cirbench_composers()}
+    torch.manual_seed(0)
+    model = _with_protocol(specs[name].build(_ctx()), pretrained=True, backbone_lr_mult=1.0)
+    (opt,) = model.configure_optimizers()
+    assert len(opt.param_groups) == 1 and opt.param_groups[0]["lr"] == 0.01
+    assert _ids(opt.param_groups[0]["params"]) == _ids(model.parameters())

@@ -26,7 +26,7 @@ from typing import Mapping, Sequence, Union
 
 import torch
 
-from cirbench.composer import Composer, ComposerSpec, TrainBatch
+from cirbench.composer import Composer, ComposerSpec, TrainBatch, supports_attention_maps
 from cirbench.losses import BASE_LOSSES
 from cirbench.testing.base import SkipCheck, fail
 from cirbench.testing.context import CheckContext
@@ -351,13 +351,17 @@ def check_state_dict_round_trip(composer: Subject, ctx: CheckContext) -> None:
 
 
 def check_parameter_counts(composer: Subject, ctx: CheckContext) -> None:
-    """``parameter_counts()`` reports ``total``, ``trainable`` and ``frozen`` equal to the sums of
-    ``numel`` over ``parameters()`` (all, ``requires_grad``, the rest)."""
+    """``parameter_counts()`` follows :meth:`cirbench.Composer.parameter_counts`'s rule:
+    ``total`` = the sum of ``numel`` over ``parameters()``; ``trainable`` = over the distinct
+    parameters the optimisers of ``configure_optimizers()`` hold (what training updates,
+    whatever is frozen at step 0); ``frozen`` = the rest; ``frozen_pretrained`` at most
+    ``frozen``."""
     model = ctx.build_composer(composer)
     params = list(model.parameters())
+    trained = {id(p) for opt in _optimizers(model) for g in opt.param_groups for p in g["params"]}
     expected = {
         "total": sum(p.numel() for p in params),
-        "trainable": sum(p.numel() for p in params if p.requires_grad),
+        "trainable": sum(p.numel() for p in params if id(p) in trained),
     }
     expected["frozen"] = expected["total"] - expected["trainable"]
     counts = model.parameter_counts()
@@ -365,9 +369,15 @@ def check_parameter_counts(composer: Subject, ctx: CheckContext) -> None:
         fail(f"parameter_counts returned {type(counts).__name__}, expected a dict")
     for key, value in expected.items():
         if key not in counts:
-            fail(f"parameter_counts has no {key!r} (expected keys: total, trainable, frozen)")
+            fail(f"parameter_counts has no {key!r} (expected keys: total, trainable, frozen, "
+                 "frozen_pretrained)")
         if counts[key] != value:
-            fail(f"parameter_counts reports {key}={counts[key]}, the parameters sum to {value}")
+            what = "the optimisers' parameters" if key == "trainable" else "the parameters"
+            fail(f"parameter_counts reports {key}={counts[key]}, {what} sum to {value}")
+    fp = counts.get("frozen_pretrained")
+    if not isinstance(fp, int) or not 0 <= fp <= expected["frozen"]:
+        fail(f"parameter_counts reports frozen_pretrained={fp!r}, expected an int between 0 "
+             f"and frozen={expected['frozen']}")
     if expected["trainable"] == 0:
         fail("the composer has no trainable parameter")
 
@@ -394,6 +404,48 @@ def check_optimizers(composer: Subject, ctx: CheckContext) -> None:
     twice = [names[i] for i, c in seen.items() if c > 1]
     if twice:
         fail(f"parameter(s) listed more than once across the optimisers' groups: {_shorten(twice)}")
+
+
+def check_attention_depends_on_text(composer: Subject, ctx: CheckContext) -> None:
+    """For a composer with ``attention_maps``: at the protocol's image size, giving the same
+    reference images other texts changes the attention map at every level (in eval mode, on
+    a fresh build). A level whose map cannot depend on the text (e.g. a 1x1 map: a softmax
+    over one position is 1 whatever the text) makes the composer's attention inert there:
+    choose the protocol's ``feature_stages`` or image size so that every map has at least 2
+    positions. Skipped for composers without attention maps."""
+    model = ctx.build_composer(composer)
+    if not supports_attention_maps(model):
+        raise SkipCheck("the composer has no attention_maps")
+    n = 4
+    images, texts = ctx.query_inputs(n, device=model.device)
+    _, pool = ctx.query_inputs(4 * n, seed=1, device=model.device)
+    other = []
+    for t in texts:
+        alt = [u for u in pool if u != t]
+        if not alt:
+            raise SkipCheck("the training data has a single distinct text: nothing to vary")
+        other.append(alt[len(other) % len(alt)])
+    model.eval()
+    with torch.inference_mode():
+        a = model.attention_maps(images.clone(), list(texts))
+        b = model.attention_maps(images.clone(), other)
+    if not isinstance(a, Mapping) or not a:
+        fail(f"attention_maps returned {type(a).__name__} {a!r:.80}, expected a non-empty "
+             "dict {level: [B, H, W]}")
+    inert = []
+    for level, m in a.items():
+        m2 = b.get(level)
+        if not isinstance(m, torch.Tensor) or not isinstance(m2, torch.Tensor) or m.shape != m2.shape:
+            fail(f"attention_maps gives level {level!r} different shapes or types for two texts")
+        diff = float((m.float() - m2.float()).abs().max()) if m.numel() else 0.0
+        if not diff > 1e-6:
+            inert.append(f"{level} ({'x'.join(str(s) for s in m.shape[1:])} map, max "
+                         f"difference {diff:.3g})")
+    if inert:
+        fail(f"the attention does not depend on the text at level(s) {', '.join(inert)} "
+             f"under protocol {ctx.protocol.name!r} ({ctx.protocol.image_size} px): that "
+             "level's attention is inert (a map of 1 position cannot depend on the text; use "
+             "feature stages or an image size that give maps of at least 2x2)")
 
 
 def _check_device(composer: Subject, ctx: CheckContext, device: str) -> None:
@@ -440,6 +492,7 @@ COMPOSER_CHECKS = (
     check_state_dict_round_trip,
     check_parameter_counts,
     check_optimizers,
+    check_attention_depends_on_text,
     check_cpu,
     check_cuda,
 )

@@ -10,6 +10,11 @@ between L2-normalised, learnably scaled query and target embeddings (TIRG's
 * ``concat``: query = MLP([f_img(reference), f_text(text)]), the MLP of TIRG's public
   ``Concat`` model: BN -> ReLU -> Linear(2d, 2d) -> BN -> ReLU -> Dropout(0.1) ->
   Linear(2d, d).
+
+Optimiser (all three): TIRG's ``main.py`` gives every model, baselines included, the same
+SGD (momentum 0.9, lr 0.01, the protocol's weight decay) with its parameter groups: with
+ImageNet weights the trunk learns at the protocol's ``backbone_lr_mult`` (0.1; 1.0 = one
+group on ``full-css``) times lr (:func:`cirbench.encoders.image_encoder_param_groups`).
 """
 
 from __future__ import annotations
@@ -20,8 +25,12 @@ import torch
 from torch import nn
 
 from cirbench import Composer, ComposerContext, TrainBatch
-from cirbench.encoders import ImageEncoder, LSTMTextEncoder
+from cirbench.encoders import ImageEncoder, LSTMTextEncoder, image_encoder_param_groups
 from cirbench.losses import NormalizationLayer, base_loss
+
+
+#: TIRG main.py's base learning rate (every model).
+LR = 0.01
 
 
 class _Baseline(Composer):
@@ -36,6 +45,14 @@ class _Baseline(Composer):
 
     def embed_target(self, images: torch.Tensor) -> torch.Tensor:
         return self.image_encoder(images)
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        """TIRG's SGD with TIRG's parameter groups (see the module docstring)."""
+        p = self.ctx.protocol
+        groups = image_encoder_param_groups(
+            self, self.image_encoder, LR, bool(p.pretrained), p.backbone_lr_mult
+        )
+        return [torch.optim.SGD(groups, lr=LR, momentum=0.9, weight_decay=p.weight_decay)]
 
     def training_loss(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
         q = self.compose(batch.reference_images, batch.texts)

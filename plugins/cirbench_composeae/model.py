@@ -176,7 +176,9 @@ class ComposeAE(Composer):
         """:func:`composeae_param_groups` (``pretrained`` defaults to the protocol's)."""
         if pretrained is None:
             pretrained = bool(self.ctx.protocol.pretrained)
-        return composeae_param_groups(self, self.image_encoder, self.lr, pretrained)
+        return composeae_param_groups(
+            self, self.image_encoder, self.lr, pretrained, self.ctx.protocol.backbone_lr_mult
+        )
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         """ComposeAE/TIRG ``main.py``: SGD, momentum 0.9, lr 0.01, the protocol's weight decay,

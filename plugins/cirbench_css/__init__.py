@@ -19,6 +19,10 @@ FULL_CSS = pretrained_preset(
     "wd 1e-6; R@1 (TIRG Table 4) and the other K of TIRG's test code; for a GPU",
     iterations=160_000,
     ks=(1, 5, 10, 50, 100),
+    # v2 (issue 11): TIRG's main.py trains CSS with one parameter group at the full lr (its
+    # backbone still ImageNet-pretrained); every other dataset gets the trunk at 0.1 lr.
+    version=2,
+    backbone_lr_mult=1.0,
 )
 
 

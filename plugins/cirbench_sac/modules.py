@@ -4,13 +4,18 @@ implements. SAC has no public code: every detail the paper leaves open is a cons
 
 * :class:`SentenceTextEncoder` (Eqs. 2-3): word embeddings -> GRU -> F_sent;
   ``T^l = Omega_l(F_sent)`` (one linear per level, to C^l) and ``f_text = Omega_g(F_sent)``.
-* :class:`GeM` (used in Eq. 9): generalised-mean pooling, learnable p.
-* :class:`SFA` (Eqs. 4-9): self-attention + text-guided semantic pooling on one level.
+* :class:`GeM` (used in Eq. 8): generalised-mean pooling, learnable p.
+* :class:`SFA` (Eqs. 4-8): self-attention + text-guided semantic pooling on one level.
 * :class:`SFM` (Eqs. 10-14): level projections, LSTM over the levels, head.
-* :class:`Discriminator` (Eq. 17): 3 FC layers d -> d/2 -> d/4 -> 1.
+* :class:`Discriminator` (Eq. 16): 3 FC layers d -> d/2 -> d/4 -> 1.
 * :func:`residual_offset` (Eq. 14) and the ablation compositions of Table 4.
-* :func:`triplet_loss`, :func:`sample_negatives`, :func:`discriminator_loss`,
-  :func:`adversarial_loss`, :func:`consistency_loss` (Eqs. 15-19).
+* :func:`triplet_loss`, :func:`negative_weights`, :func:`sample_negatives`,
+  :class:`NegativeBank` (Eq. 15), :func:`discriminator_loss`, :func:`adversarial_loss`
+  (Eq. 16), :func:`consistency_loss` (Eq. 17); their weighted sum is Eq. 18.
+
+Equation numbers are the paper's: SFA is Eqs. 4-8 (4: self-attention A_self, E, V_bar;
+5: A_sal; 6: M; 7: S; 8: O_q and O_t), the discriminator loss Eq. 16, the consistency loss
+Eq. 17, the total Eq. 18 (an earlier version of this plugin numbered them 4-9 and 17-19).
 """
 
 from __future__ import annotations
@@ -98,15 +103,19 @@ class GeM(nn.Module):
 
 
 class SFA(nn.Module):
-    """Eqs. 4-9 on one level ``V [B, C, H, W]`` with its text vector ``T [B, C]``:
+    """Eqs. 4-8 on one level ``V [B, C, H, W]`` with its text vector ``T [B, C]``:
 
-    * Eq. 4-5: ``Q = Theta_q(V)``, ``K = Theta_k(V)`` (1x1 convs to ``C // qk_reduction``,
-      SAGAN), ``V' = Theta_v(V)`` (1x1, C); ``A_self = softmax_row(Q^T K)`` ``[N, N]``.
-    * Eq. 6: ``E = V' A_self^T``; ``V_bar = beta * E + V`` (beta learnable, init 0).
-    * Eq. 7: ``A_sal(h, w) = <V_bar(:, h, w), T>``.
-    * Eq. 8: ``M = softmax_{hw}(A_sal / temperature)``; ``S = sum_{hw} M V_bar``.
-    * Eq. 9: ``O_q = GeM(V_bar) + gamma * S`` (gamma learnable, init 0);
+    * Eq. 4: ``Q = Theta_q(V)``, ``K = Theta_k(V)`` (1x1 convs to ``C // qk_reduction``,
+      SAGAN), ``V' = Theta_v(V)`` (1x1, C); ``A_self = softmax_row(Q^T K)`` ``[N, N]``;
+      ``E = V' A_self^T``; ``V_bar = beta * E + V`` (beta learnable, init 0).
+    * Eq. 5: ``A_sal(h, w) = <V_bar(:, h, w), T>``.
+    * Eq. 6: ``M = softmax_{hw}(A_sal / temperature)`` (the level's temperature).
+    * Eq. 7: ``S = sum_{hw} M V_bar``.
+    * Eq. 8: ``O_q = GeM(V_bar) + gamma * S`` (gamma learnable, init 0);
       target: ``O_t = GeM(V_t)`` (:meth:`target`).
+
+    On a 1x1 map M is 1 whatever the text: the level's attention is inert (the protocol's
+    ``feature_stages`` must give maps of at least 2x2).
     """
 
     def __init__(
@@ -130,7 +139,7 @@ class SFA(nn.Module):
         self.gem = GeM(gem_p, gem_eps)
 
     def self_attention(self, v: torch.Tensor) -> torch.Tensor:
-        """Eqs. 4-6: ``V_bar [B, C, H, W]``."""
+        """Eq. 4: ``V_bar [B, C, H, W]``."""
         b, c, h, w = v.shape
         q = self.theta_q(v).flatten(2)  # [B, C', N]
         k = self.theta_k(v).flatten(2)
@@ -140,7 +149,7 @@ class SFA(nn.Module):
         return self.beta * e.view(b, c, h, w) + v
 
     def attention(self, v_bar: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Eqs. 7-8: the semantic attention map ``M [B, H, W]`` (sums to 1 over H*W)."""
+        """Eqs. 5-6: the semantic attention map ``M [B, H, W]`` (sums to 1 over H*W)."""
         b, _, h, w = v_bar.shape
         sal = torch.einsum("bchw,bc->bhw", v_bar, t).flatten(1)
         return torch.softmax(sal / self.temperature, dim=1).view(b, h, w)
@@ -149,11 +158,11 @@ class SFA(nn.Module):
         """``(O_q [B, C], M [B, H, W])``."""
         v_bar = self.self_attention(v)
         m = self.attention(v_bar, t)
-        s = torch.einsum("bchw,bhw->bc", v_bar, m)  # Eq. 8
-        return self.gem(v_bar) + self.gamma * s, m  # Eq. 9
+        s = torch.einsum("bchw,bhw->bc", v_bar, m)  # Eq. 7
+        return self.gem(v_bar) + self.gamma * s, m  # Eq. 8
 
     def target(self, v: torch.Tensor) -> torch.Tensor:
-        """Eq. 9, target side: ``O_t = GeM(V_t)`` on the raw map (no attention, no text)."""
+        """Eq. 8, target side: ``O_t = GeM(V_t)`` on the raw map (no attention, no text)."""
         return self.gem(v)
 
 
@@ -190,7 +199,7 @@ class SFM(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Eq. 17's D: 3 FC layers ``d -> d/2 -> d/4 -> 1`` with LeakyReLU(``slope``); returns
+    """Eq. 16's D: 3 FC layers ``d -> d/2 -> d/4 -> 1`` with LeakyReLU(``slope``); returns
     logits (D = sigmoid of them)."""
 
     def __init__(self, dim: int, slope: float = 0.2) -> None:
@@ -251,14 +260,29 @@ class Composition(nn.Module):
         return self.delta * F.normalize(z, dim=-1)
 
 
-# --- Losses (Eqs. 15-19) ----------------------------------------------------------------------
+# --- Losses (Eqs. 15-18) ----------------------------------------------------------------------
 
 
-def valid_negatives(reference_ids: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
-    """``[B, B]`` bool: target ``j`` may be a negative of query ``i`` (I_n not in {I_q, I_t}:
-    its id differs from row ``i``'s target id and from its reference id)."""
-    t = target_ids
-    return (t[None, :] != t[:, None]) & (t[None, :] != reference_ids[:, None])
+def valid_negatives(
+    reference_ids: torch.Tensor, target_ids: torch.Tensor, candidate_ids: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``[B, K]`` bool: candidate ``j`` (image id ``candidate_ids[j]``; default: the batch's
+    targets, ``K = B``) may be a negative of query ``i`` (I_n not in {I_q, I_t}: its id
+    differs from row ``i``'s target id and from its reference id)."""
+    c = target_ids if candidate_ids is None else candidate_ids
+    return (c[None, :] != target_ids[:, None]) & (c[None, :] != reference_ids[:, None])
+
+
+def negative_weights(dist: torch.Tensor, valid: torch.Tensor, hard_temperature: float = 1.0) -> torch.Tensor:
+    """The distance weighting of Eq. 15's hard draws: ``P(j | i) = exp(-dist_ij / tau) /
+    sum_{k valid} exp(-dist_ik / tau)`` over the valid candidates ``j`` of row ``i``
+    (closer is likelier), 0 for invalid ones; a row without a valid candidate is all 0.
+    ``dist``, ``valid``: ``[B, K]``. Returns ``[B, K]``."""
+    d = dist.detach()
+    logits = (-d / hard_temperature).masked_fill(~valid, float("-inf"))
+    has = valid.any(dim=1, keepdim=True)
+    w = torch.softmax(torch.where(has, logits, torch.zeros_like(logits)), dim=1)
+    return torch.where(has, w, torch.zeros_like(w))
 
 
 def sample_negatives(
@@ -267,20 +291,52 @@ def sample_negatives(
     hard_ratio: float = 0.5,
     hard_temperature: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. 15's negative selection: per query row, a *hard* draw with probability
-    ``hard_ratio`` (distance-weighted: ``P(j) = softmax_j(-dist_ij / hard_temperature)`` over
-    valid j, closer is likelier), else a uniform random valid one. Uses torch's global RNG
-    (seeded by the engine). Returns ``(neg [B] indices, has_neg [B] bool)``."""
-    d = dist.detach()
+    """Eq. 15's negative selection over ``K`` candidates (the batch's targets and, in the
+    composer, a :class:`NegativeBank` of recent ones): per query row, a *hard* draw with
+    probability ``hard_ratio`` (:func:`negative_weights`), else a uniform random valid one
+    ("random selection interleaved with distance-weighted sampling"). ``dist``, ``valid``:
+    ``[B, K]``. Uses torch's global RNG (seeded by the engine). Returns ``(neg [B] column
+    indices, has_neg [B] bool)``."""
     has = valid.any(dim=1)
-    neg_inf = torch.finfo(d.dtype).min
-    hard_logits = (-d / hard_temperature).masked_fill(~valid, neg_inf)
-    rand_logits = torch.zeros_like(d).masked_fill(~valid, neg_inf)
-    use_hard = torch.rand(d.shape[0], device=d.device) < hard_ratio
-    logits = torch.where(use_hard[:, None], hard_logits, rand_logits)
-    logits = torch.where(has[:, None], logits, torch.zeros_like(logits))  # rows w/o negatives
-    neg = torch.multinomial(torch.softmax(logits, dim=1), 1).squeeze(1)
+    hard = negative_weights(dist, valid, hard_temperature)
+    uniform = valid.float() / valid.sum(dim=1, keepdim=True).clamp(min=1)
+    use_hard = torch.rand(dist.shape[0], device=dist.device) < hard_ratio
+    probs = torch.where(use_hard[:, None], hard, uniform)
+    probs = torch.where(has[:, None], probs, torch.ones_like(probs))  # rows w/o negatives
+    neg = torch.multinomial(probs, 1).squeeze(1)
     return neg, has
+
+
+class NegativeBank(nn.Module):
+    """A FIFO memory of the last ``size`` target embeddings seen in training (detached) with
+    their image ids: Eq. 15's candidates "over the training set" approximated by the recent
+    part of it. Buffers (saved with the model, so a resumed run continues exactly):
+    ``embeddings [size, d]``, ``ids [size]`` (-1 = empty slot), ``pointer``."""
+
+    def __init__(self, size: int, dim: int) -> None:
+        super().__init__()
+        self.size = int(size)
+        self.register_buffer("embeddings", torch.zeros(self.size, dim))
+        self.register_buffer("ids", torch.full((self.size,), -1, dtype=torch.long))
+        self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
+
+    def candidates(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(embeddings [k, d], ids [k])`` of the filled slots."""
+        filled = self.ids >= 0
+        return self.embeddings[filled], self.ids[filled]
+
+    @torch.no_grad()
+    def push(self, embeddings: torch.Tensor, ids: torch.Tensor) -> None:
+        """Store ``embeddings [n, d]`` (detached) with their ``ids [n]``, overwriting the
+        oldest slots."""
+        if self.size == 0:
+            return
+        n = min(int(embeddings.shape[0]), self.size)
+        embeddings, ids = embeddings[-n:], ids[-n:]
+        slots = (int(self.pointer) + torch.arange(n, device=self.ids.device)) % self.size
+        self.embeddings[slots] = embeddings.detach().to(self.embeddings.dtype)
+        self.ids[slots] = ids.to(self.ids.device)
+        self.pointer.fill_((int(self.pointer) + n) % self.size)
 
 
 def triplet_loss(f_com: torch.Tensor, f_pos: torch.Tensor, f_neg: torch.Tensor) -> torch.Tensor:
@@ -289,7 +345,7 @@ def triplet_loss(f_com: torch.Tensor, f_pos: torch.Tensor, f_neg: torch.Tensor) 
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """Eq. 17: ``L_D = -E[log D(f_tgt)] - E[log(1 - D(f_com))]`` with ``D = sigmoid(logits)``
+    """Eq. 16: ``L_D = -E[log D(f_tgt)] - E[log(1 - D(f_com))]`` with ``D = sigmoid(logits)``
     (BCE with logits)."""
     return F.binary_cross_entropy_with_logits(
         real_logits, torch.ones_like(real_logits)
@@ -297,7 +353,7 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> 
 
 
 def adversarial_loss(fake_logits: torch.Tensor, form: str = "non_saturating") -> torch.Tensor:
-    """The composer's part of Eq. 17: ``non_saturating``: ``-E[log D(f_com)]``;
+    """The composer's part of Eq. 16: ``non_saturating``: ``-E[log D(f_com)]``;
     ``minimax``: ``E[log(1 - D(f_com))]`` (what the composer minimises in the minimax game)."""
     if form == "non_saturating":
         return F.softplus(-fake_logits).mean()
@@ -314,8 +370,10 @@ def consistency_loss(
     alpha_text: float = 1.0,
     alpha_img: float = 0.1,
 ) -> torch.Tensor:
-    """Eq. 18: ``alpha_t ||Omega^c_text(f_com) - f_text||_2 + alpha_i ||Omega^c_img(f_com) -
-    f_tgt||_2`` (per-sample L2 norms, averaged over the batch)."""
+    """Eq. 17: ``alpha_t ||Omega^c_text(f_com) - f_text||_2 + alpha_i ||Omega^c_img(f_com) -
+    f_tgt||_2`` (per-sample L2 norms, averaged over the batch). The targets ``f_text`` and
+    ``f_tgt`` are used as given: pass them detached for the stop-gradient reading (the
+    composer's ``cons_targets="detached"``), live for the literal one."""
     return (
         alpha_text * (text_back - f_text).norm(dim=-1).mean()
         + alpha_img * (img_back - f_tgt).norm(dim=-1).mean()

@@ -213,10 +213,13 @@ class _TIRGBase(Composer):
 
     def param_groups(self, pretrained: bool | None = None) -> list[dict]:
         """:func:`tirg_param_groups` for this model (``pretrained`` defaults to the
-        protocol's)."""
+        protocol's; the trunk's factor is the protocol's ``backbone_lr_mult``: 1.0, one
+        group, on ``full-css`` as TIRG's code does for CSS)."""
         if pretrained is None:
             pretrained = bool(self.ctx.protocol.pretrained)
-        return tirg_param_groups(self, self.image_encoder, self.lr, pretrained)
+        return tirg_param_groups(
+            self, self.image_encoder, self.lr, pretrained, self.ctx.protocol.backbone_lr_mult
+        )
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         """TIRG ``main.py``: SGD, momentum 0.9, lr 0.01, the protocol's weight decay, the
