@@ -200,19 +200,27 @@ class Metrics:
 
 @dataclass(frozen=True)
 class ParamCounts:
-    """Parameter counts of the composer (``total = trainable + frozen``)."""
+    """Parameter counts of the composer (``total = trainable + frozen``), as
+    :meth:`cirbench.Composer.parameter_counts` gives them: ``trainable`` the parameters its
+    optimisers train, ``frozen_pretrained`` the part of ``frozen`` in pretrained encoders
+    kept frozen (absent from results written before it was counted)."""
 
     total: int
     trainable: int
     frozen: int
+    frozen_pretrained: int | None = None
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if self.frozen_pretrained is None:
+            del d["frozen_pretrained"]
+        return d
 
     @classmethod
     def from_json(cls, obj: Any, where: str = "params") -> "ParamCounts":
         _check(where, obj, "object")
-        return cls(*(_get(obj, where, f, "nonneg-int") for f in ("total", "trainable", "frozen")))
+        return cls(*(_get(obj, where, f, "nonneg-int") for f in ("total", "trainable", "frozen")),
+                   frozen_pretrained=_get(obj, where, "frozen_pretrained", "nonneg-int", required=False))
 
 
 @dataclass(frozen=True)

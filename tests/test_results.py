@@ -372,3 +372,15 @@ def test_recall_from_stored_ranks_is_the_metrics_recall(rows, ks):
     assert qr.recall(ks) == format_recalls(recall_at_k(ranks, ks))
     for g, values in recall_by_group(ranks, groups, ks).items():
         assert qr.recall(ks, g) == format_recalls(values)
+
+
+def test_frozen_pretrained_count_round_trips_and_is_optional():
+    """Composer.parameter_counts gives frozen_pretrained (issue 11); older files lack it."""
+    from cirbench.results import ParamCounts
+
+    new = ParamCounts.from_json({"total": 38, "trainable": 15, "frozen": 23, "frozen_pretrained": 22})
+    assert new.frozen_pretrained == 22 and ParamCounts.from_json(new.to_json()) == new
+    old = ParamCounts.from_json({"total": 3, "trainable": 2, "frozen": 1})
+    assert old.frozen_pretrained is None and "frozen_pretrained" not in old.to_json()
+    with pytest.raises(Exception, match="params.frozen_pretrained"):
+        ParamCounts.from_json({"total": 3, "trainable": 2, "frozen": 1, "frozen_pretrained": -1})
