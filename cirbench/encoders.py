@@ -4,8 +4,8 @@
   globally average-pooled last feature map; :meth:`ImageBackbone.feature_maps` gives the maps
   of any stages (``layer1`` .. ``layer4``) for composers that work on several levels.
 * :class:`ImageEncoder`: backbone + ``Linear(out_dim, embed_dim)``, TIRG's image model
-  (REFERENCE.md §2: avgpool -> fc replaced by a linear layer to the embedding size).
-* :class:`Vocabulary` and :class:`LSTMTextEncoder`: TIRG's text model (REFERENCE.md §2:
+  (docs/papers.md §2: avgpool -> fc replaced by a linear layer to the embedding size).
+* :class:`Vocabulary` and :class:`LSTMTextEncoder`: TIRG's text model (docs/papers.md §2:
   tokenise = drop non-ASCII, lowercase, strip punctuation, split; ids in sorted token order,
   0 = ``<UNK>`` and padding; Embedding -> LSTM -> output at the last real token ->
   Dropout(0.1) -> Linear).
@@ -48,7 +48,9 @@ def _pretrained_state_dict(arch: str) -> tuple[dict, str]:
 
 
 class ImageBackbone(nn.Module):
-    """A torchvision ResNet trunk (no pooling, no classifier) named by the protocol."""
+    """A torchvision ResNet trunk (no pooling, no classifier) named by the protocol.
+
+    See docs/papers.md §2."""
 
     def __init__(self, arch: str = "resnet18", pretrained: bool = False) -> None:
         super().__init__()
@@ -117,7 +119,9 @@ def build_image_backbone(protocol: "Protocol") -> ImageBackbone:
 
 
 class ImageEncoder(nn.Module):
-    """Backbone -> global average pool -> ``Linear(out_dim, embed_dim)`` (TIRG's image model)."""
+    """Backbone -> global average pool -> ``Linear(out_dim, embed_dim)`` (TIRG's image model).
+
+    See docs/papers.md §2."""
 
     def __init__(self, protocol: "Protocol") -> None:
         super().__init__()
@@ -132,13 +136,17 @@ _PUNCT = str.maketrans("", "", string.punctuation)
 
 
 def tokenize(text: str) -> list[str]:
-    """TIRG's tokeniser: drop non-ASCII, lowercase, strip punctuation, split on whitespace."""
+    """TIRG's tokeniser: drop non-ASCII, lowercase, strip punctuation, split on whitespace.
+
+    See docs/papers.md §2."""
     ascii_only = text.encode("ascii", "ignore").decode()
     return ascii_only.lower().translate(_PUNCT).split()
 
 
 class Vocabulary:
-    """Token ids in sorted token order; id 0 is ``<UNK>`` (unknown words and padding)."""
+    """Token ids in sorted token order; id 0 is ``<UNK>`` (unknown words and padding).
+
+    See docs/papers.md §2."""
 
     def __init__(self, texts: Sequence[str]) -> None:
         tokens = sorted({tok for t in texts for tok in tokenize(t)})
@@ -161,7 +169,9 @@ class Vocabulary:
 
 class LSTMTextEncoder(nn.Module):
     """TIRG's text model: Embedding(V, word_dim) -> LSTM(word_dim, hidden) -> output at the last
-    real token -> Dropout -> Linear(hidden, out_dim)."""
+    real token -> Dropout -> Linear(hidden, out_dim).
+
+    See docs/papers.md §2."""
 
     def __init__(
         self,
@@ -192,7 +202,7 @@ class LSTMTextEncoder(nn.Module):
 # AutoModel) loaded from a *local* directory only, frozen, giving one vector per text by mean
 # pooling one layer's token states over the real tokens (the attention mask), the pooling of
 # sentence-transformers' all-MiniLM-L6-v2 and bert-as-service's REDUCE_MEAN default
-# (REFERENCE.md §0 decision 5, §3 "Text encoder").
+# (docs/papers.md §0 decision 5, §3 "Text encoder").
 
 
 class SentenceEncoder(nn.Module):
@@ -218,6 +228,8 @@ class SentenceEncoder(nn.Module):
     * ``max_length``: tokens per text (longer texts are truncated); default: the directory's
       sentence-transformers ``sentence_bert_config.json`` ``max_seq_length`` when present,
       else the smaller of the tokenizer's and the model's limits.
+
+    See docs/papers.md §3.
     """
 
     def __init__(
@@ -341,7 +353,9 @@ class SentenceEncoder(nn.Module):
 
 def mean_pool(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``sum_i m_i h_i / sum_i m_i``: token states ``[B, L, H]`` averaged over the real tokens
-    (``mask`` ``[B, L]``, 1 = real); an all-padding row gives zeros."""
+    (``mask`` ``[B, L]``, 1 = real); an all-padding row gives zeros.
+
+    See docs/papers.md §3."""
     m = mask.to(states.dtype).unsqueeze(-1)
     return (states * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
@@ -415,7 +429,9 @@ def image_encoder_param_groups(
     ``backbone_lr_mult * lr`` and ``rest`` (everything else of ``model``) at ``lr``;
     otherwise, or with ``backbone_lr_mult == 1`` (TIRG's code on CSS: the protocol's
     ``backbone_lr_mult``), one group ``all`` at ``lr``. Only trainable parameters are listed,
-    each in exactly one group; empty groups are left out."""
+    each in exactly one group; empty groups are left out.
+
+    See docs/papers.md §2."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not pretrained or backbone_lr_mult == 1.0:
         return [{"params": trainable, "lr": lr, "name": "all"}]

@@ -133,7 +133,9 @@ def evaluate(
 ) -> Evaluation:
     """Recall@K of ``composer`` on the test queries of ``dataset``; each query's ``top_k``
     best gallery ids too (default: the largest of ``ks``; 0: none). The top-K lists are
-    computed after ranking and are not part of ``rank_seconds``."""
+    computed after ranking and are not part of ``rank_seconds``.
+
+    See docs/papers.md §1.0."""
     width = max(ks) if top_k is None else top_k
     start = time.perf_counter()
     was_training = composer.training

@@ -1,4 +1,4 @@
-"""Shared metric-learning losses (REFERENCE.md §2), as pure functions of embeddings.
+"""Shared metric-learning losses (docs/papers.md §2), as pure functions of embeddings.
 
 * :func:`soft_triplet_loss`: TIRG's soft triplet loss for CSS and MIT-States.
 * :func:`batch_classification_loss`: TIRG's batch-based classification for the fashion sets.
@@ -19,7 +19,9 @@ from torch import nn
 
 class NormalizationLayer(nn.Module):
     """``s * v / ||v||_2`` with one learnable scalar ``s`` (TIRG: init 4.0), shared by the
-    query and the target side."""
+    query and the target side.
+
+    See docs/papers.md §2, E2.4."""
 
     def __init__(self, init_scale: float = 4.0, learn_scale: bool = True) -> None:
         super().__init__()
@@ -52,6 +54,8 @@ def soft_triplet_loss(
     ``negatives_per_anchor``: TIRG keeps 3 random triplets per anchor (drawn from torch's
     generator, so the global seed fixes them); ``None`` keeps all ``2B - 2``, which makes the
     loss a deterministic, permutation-invariant function of the batch.
+
+    See docs/papers.md §2, E2.5.
     """
     if queries.shape != targets.shape or queries.ndim != 2:
         raise ValueError(
@@ -82,7 +86,9 @@ def soft_triplet_loss(
 
 def batch_classification_loss(queries: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """TIRG's batch-based classification: logits ``Q T^T``, cross-entropy with label ``i`` for
-    row ``i`` (a softmax over the batch's targets)."""
+    row ``i`` (a softmax over the batch's targets).
+
+    See docs/papers.md §2, E2.6."""
     if queries.shape != targets.shape or queries.ndim != 2:
         raise ValueError(
             f"queries and targets must both be [B, D], got {tuple(queries.shape)} "
@@ -100,7 +106,9 @@ BASE_LOSSES = {
 
 
 def base_loss(name: str, queries: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The base loss a dataset's protocol names, between (normalised) queries and targets."""
+    """The base loss a dataset's protocol names, between (normalised) queries and targets.
+
+    See docs/papers.md §2."""
     try:
         fn = BASE_LOSSES[name]
     except KeyError:

@@ -2,7 +2,7 @@
 
 The evaluator reduces each query to one number, the **rank of its best correct target**
 (0 = first place); Recall@K is then the fraction of queries whose rank is below K — a hit
-rate: a query scores when any correct target is in its top K (TIRG's rule, REFERENCE.md §1.0).
+rate: a query scores when any correct target is in its top K (TIRG's rule, docs/papers.md §1.0).
 
 Ranking rules, the same for every composer and dataset:
 
@@ -214,6 +214,8 @@ def rank_queries(
 
     Raises ``ValueError`` for mismatched lengths, duplicate gallery ids, ``chunk < 1`` or
     non-finite embeddings.
+
+    See docs/papers.md §1.0.
     """
     n_g = gallery_emb.shape[0]
     chunk = effective_chunk(chunk, n_g)
@@ -416,7 +418,9 @@ def top_k_ids(
 
 
 def recall_at_k(ranks: torch.Tensor, ks: Iterable[int]) -> dict[int, float]:
-    """Fraction of queries whose best correct target ranks in the top K, for each K."""
+    """Fraction of queries whose best correct target ranks in the top K, for each K.
+
+    See docs/papers.md §1.0."""
     ranks = torch.as_tensor(ranks)
     if ranks.numel() == 0:
         raise ValueError("recall_at_k of zero queries is undefined")

@@ -5,7 +5,7 @@ canonical JSON form) is written into every result and every leaderboard table; r
 different hashes are never put in one table. Changing any field of a preset means bumping its
 ``version`` (which changes the hash), never editing numbers silently.
 
-The image backbone belongs to the protocol, not to the composer (REFERENCE.md §0 decision 7).
+The image backbone belongs to the protocol, not to the composer (docs/papers.md §0 decision 7).
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ def pretrained_preset(
     backbone_lr_mult: float = 0.1,
 ) -> Protocol:
     """A paper-scale preset for a real dataset, fixing what TIRG's, ComposeAE's and SAC's
-    schedules share (REFERENCE.md §2, §3): ResNet-18 with ImageNet weights at 224 px,
+    schedules share (docs/papers.md §2, §3): ResNet-18 with ImageNet weights at 224 px,
     d = 512, batch 32, the dataset's canonical splits, seeds 0, 1, 2. The budget, decay,
     weight decay and K values are the dataset's own (dataset plugins contribute theirs
     through ``cirbench_protocols``), and so is ``backbone_lr_mult`` (TIRG's code: 0.1, but

@@ -1,5 +1,5 @@
 """Tiny copies of the real datasets, written in exactly their canonical on-disk layouts
-(REFERENCE.md §1.1-1.3): PNG/JPEG images made with PIL, the annotation files, and for CSS a
+(docs/papers.md §1.1-1.3): PNG/JPEG images made with PIL, the annotation files, and for CSS a
 NumPy file holding a Python-2-style pickle."""
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def save_py2_npy(path: Path, obj: object) -> None:
     path.write_bytes(buf.getvalue())
 
 
-# --- CSS (REFERENCE.md §1.1) -----------------------------------------------------------------------
+# --- CSS (docs/papers.md §1.1) -----------------------------------------------------------------------
 def _obj(shape, color, size, row, col):
     return {"shape": shape, "color": color, "size": size, "pos": [row, col]}
 
@@ -105,7 +105,7 @@ def write_css(root: Path, images: bool = True) -> Path:
     return root
 
 
-# --- Fashion200k (REFERENCE.md §1.2) ----------------------------------------------------------------
+# --- Fashion200k (docs/papers.md §1.2) ----------------------------------------------------------------
 F200K_TRAIN = [  # (product id, caption as in the label file)
     ("100", "red floral dress"), ("101", "blue floral dress"), ("102", "red striped dress"),
     ("103", "blue striped dress"), ("104", "green maxi dress."),
@@ -141,7 +141,7 @@ def write_fashion200k(root: Path) -> Path:
     return root
 
 
-# --- MIT-States (REFERENCE.md §1.3) -------------------------------------------------------------------
+# --- MIT-States (docs/papers.md §1.3) -------------------------------------------------------------------
 MIT_CLASSES = {  # folder -> number of images; apple is a training noun, clock and orange test nouns
     "red apple": 2, "green apple": 2, "sliced apple": 1,
     "broken clock": 2, "old clock": 1, "new clock": 1,
@@ -158,7 +158,7 @@ def write_mit_states(root: Path) -> Path:
     return root
 
 
-# --- FashionIQ (REFERENCE.md §1.4) --------------------------------------------------------------------
+# --- FashionIQ (docs/papers.md §1.4) --------------------------------------------------------------------
 FIQ_PAIRS = {  # category -> split -> [(candidate, target, captions)]
     "dress": {
         "train": [("DT0", "DT1", ["is red", "has long sleeves"]), ("DT1", "DT2", ["is shorter", "more casual"])],
@@ -201,7 +201,7 @@ def write_fashioniq(root: Path) -> Path:
     return root
 
 
-# --- Shoes (REFERENCE.md §1.5) --------------------------------------------------------------------------
+# --- Shoes (docs/papers.md §1.5) --------------------------------------------------------------------------
 def shoe(kind: str, k: int) -> str:
     return f"img_womens_{kind}_{k}.jpg"
 
@@ -236,7 +236,7 @@ def write_shoes(root: Path) -> Path:
     return root
 
 
-# --- Birds-to-Words (REFERENCE.md §1.6) ------------------------------------------------------------------
+# --- Birds-to-Words (docs/papers.md §1.6) ------------------------------------------------------------------
 def b2w_url(k: int) -> str:
     return f"https://static.inaturalist.org/photos/{k}/medium.jpg?1530{k}"
 
@@ -273,7 +273,7 @@ def write_birds_to_words(root: Path, header: bool = True) -> Path:
     return root
 
 
-# --- CIRR (REFERENCE.md §1.7) -------------------------------------------------------------------------------
+# --- CIRR (docs/papers.md §1.7) -------------------------------------------------------------------------------
 CIRR_VAL = [f"dev-{k}-img" for k in range(8)]
 CIRR_TRAIN = [f"train-{k}-img" for k in range(6)]
 

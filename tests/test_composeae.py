@@ -1,4 +1,4 @@
-"""Tests of the reference plugin ``composeae`` (REFERENCE.md §3; ecom-research/ComposeAE
+"""Tests of the reference plugin ``composeae`` (docs/papers.md §3; ecom-research/ComposeAE
 ``img_text_composition_models.py``, ``main.py``) and of :class:`cirbench.encoders.SentenceEncoder`.
 
 Each equation (eta, gamma, the rotation, phi, rho, rho_conv, v = a rho + b rho_conv, the two

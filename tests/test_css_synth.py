@@ -1,5 +1,5 @@
 """Tests of the css-synth dataset plugin: TIRG's 2D renderer, CSS-style modifications,
-label-based hits, splits, the cache and TIRG's CSS training sampler (REFERENCE.md §1.1)."""
+label-based hits, splits, the cache and TIRG's CSS training sampler (docs/papers.md §1.1)."""
 
 from __future__ import annotations
 

@@ -647,7 +647,7 @@ def test_mit_states_folder_name_not_utf8(tmp_path):
 
 
 def test_css_python2_byte_strings_are_read_losslessly(tmp_path):
-    """CSS texts are Python 2 byte strings, read as latin-1 (REFERENCE.md §1.1): one character per
+    """CSS texts are Python 2 byte strings, read as latin-1 (docs/papers.md §1.1): one character per
     byte, so two texts differing in one non-ASCII byte stay two texts (no replacement)."""
     from cirbench_css.reader import CSS_FILE, read_css_file
 

@@ -306,7 +306,7 @@ def test_verify_clean_copy(data_root, capsys):
     # ... which verify reports as the only problem
     assert not report.ok
     assert [str(p) for p in report.problems] == [
-        f"{data_root / 'mit-states'}: TIRG's test nouns with images: found 2, published 49 (REFERENCE.md §1.3)"]
+        f"{data_root / 'mit-states'}: TIRG's test nouns with images: found 2, published 49 (docs/papers.md §1.3)"]
 
 
 def test_verify_reports_one_line_per_problem_file(data_root, capsys):

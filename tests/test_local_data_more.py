@@ -1,5 +1,5 @@
 """Loaders of FashionIQ, Shoes, Birds-to-Words and CIRR on tiny fixtures written in their
-canonical layouts (REFERENCE.md §1.4-1.7), and the per-query candidate lists
+canonical layouts (docs/papers.md §1.4-1.7), and the per-query candidate lists
 (``Query.candidates``) that express CIRR's Recall_subset@K."""
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ def test_fashioniq_verify_counts_against_reference(data_root):
     counts = {c.what: (c.found, c.expected) for c in report.counts}
     assert counts["val pairs of dress (captions/cap.dress.val.json)"] == (3, 2017)
     assert counts["train images of shirt (image_splits/split.shirt.train.json)"] == (3, 19036)
-    assert len(counts) == 12 and all(c.source == "REFERENCE.md §1.4" for c in report.counts)
+    assert len(counts) == 12 and all(c.source == "docs/papers.md §1.4" for c in report.counts)
     missing = [p for p in report.problems if "missing" in p.message]
     assert len(missing) == 1 and missing[0].path.endswith("images/DV2.jpg")
     assert "listed in captions/cap.dress.val.json" in missing[0].message

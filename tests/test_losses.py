@@ -1,4 +1,4 @@
-"""Tests for :mod:`cirbench.losses` (REFERENCE.md §2: TIRG soft triplet, batch classification,
+"""Tests for :mod:`cirbench.losses` (docs/papers.md §2: TIRG soft triplet, batch classification,
 learnable-scale normalisation; §0.4: the true autograd gradient)."""
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def test_soft_triplet_gradient_step_decreases_loss(batch):
 @SETTINGS
 @given(batches(max_b=4, max_d=3))
 def test_autograd_gradient_is_twice_tirg_handwritten_gradient(batch):
-    """TIRG's hand-written backward drops the factor 2 of d||a-b||^2/da = 2(a-b) (§2, §6.5);
+    """TIRG's hand-written backward drops the factor 2 of d||a-b||^2/da = 2(a-b) (docs/papers.md §2, §6.5);
     cirbench uses the true gradient, exactly twice TIRG's."""
     q, t = batch
     feats = torch.cat([q, t]).requires_grad_(True)

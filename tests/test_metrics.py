@@ -1,4 +1,4 @@
-"""Property and hand-made tests for :mod:`cirbench.metrics` (REFERENCE.md §1.0, §0.2).
+"""Property and hand-made tests for :mod:`cirbench.metrics` (docs/papers.md §1.0, §0.2).
 
 Ranking rules under test (module docstring of cirbench.metrics):
 cosine scores computed in float64 and rounded to float32; the reference image removed by id;

@@ -1,4 +1,4 @@
-"""Tests of the reference plugin ``sac`` (Jandial et al., WACV 2022; REFERENCE.md §4).
+"""Tests of the reference plugin ``sac`` (Jandial et al., WACV 2022; docs/papers.md §4).
 
 Each equation is checked against a plain tensor expression written here, independent of the
 module's code, plus the properties the paper states or implies and the plugin's choices.

@@ -1,4 +1,4 @@
-"""Tests of the reference plugin ``tirg`` (REFERENCE.md §2; google/tirg
+"""Tests of the reference plugin ``tirg`` (docs/papers.md §2; google/tirg
 ``img_text_composition_models.py``, ``main.py``).
 
 Each equation is checked against a plain tensor expression written here, independent of the

@@ -61,7 +61,7 @@ class CIRDataset(abc.ABC):
     Subclasses set :attr:`name` and :attr:`base_loss` and implement the abstract methods.
     ``base_loss`` names the loss the dataset's canonical protocol trains with
     (``"soft_triplet"`` for CSS and MIT-States, ``"batch_classification"`` for the fashion
-    datasets; REFERENCE.md §2); composers that follow TIRG read it from their context.
+    datasets; docs/papers.md §2); composers that follow TIRG read it from their context.
     """
 
     name: str = ""

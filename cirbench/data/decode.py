@@ -27,7 +27,7 @@ decodings made under other rules are not reused.
 names the transform in cache keys. Modes:
 
 * ``center_crop``: resize the shorter side to S, then crop the centre S x S (TIRG's
-  ``Resize(S)`` + ``CenterCrop(S)``, REFERENCE.md §1.2);
+  ``Resize(S)`` + ``CenterCrop(S)``, docs/papers.md §1.2);
 * ``stretch``: resize both sides to S (keeps the whole picture; used where a crop would cut
   content, e.g. CSS scenes whose objects reach the corners);
 * ``pad``: resize the longer side to S and pad the rest with white.
@@ -109,7 +109,9 @@ def display_rgb(img: Image.Image, source: Path | str = "<image>") -> Image.Image
 
 @dataclass(frozen=True)
 class ImageTransform:
-    """Decoded image -> ``uint8 [S, S, 3]`` RGB."""
+    """Decoded image -> ``uint8 [S, S, 3]`` RGB.
+
+    See docs/papers.md §1.2."""
 
     size: int
     mode: str = "center_crop"

@@ -63,7 +63,7 @@ def refusal(pattern: str, link: OutsideLink) -> str:
 class PublishedCount:
     """A count that ``cirbench data verify`` compares: ``what`` (in words), the published
     value (``expected``; None when the reference gives none: then only reported), where the
-    value comes from (``source``, e.g. ``REFERENCE.md §1.4``) and how to count it in a local
+    value comes from (``source``, e.g. ``docs/papers.md §1.4``) and how to count it in a local
     copy (``count(root) -> int``)."""
 
     what: str

@@ -1,4 +1,4 @@
-"""The single-modality and concatenation baselines of TIRG (REFERENCE.md §2, §5).
+"""The single-modality and concatenation baselines of TIRG (docs/papers.md §2, §5).
 
 All three share the protocol's image encoder (backbone + linear to the embedding size) for
 gallery images and TIRG's vocabulary LSTM for text, and train with the dataset's base loss
@@ -62,7 +62,9 @@ class _Baseline(Composer):
 
 class ImageOnly(_Baseline):
     """Query = the reference image's embedding. The text encoder exists but is unused, so it
-    is not built: only what the query uses is counted."""
+    is not built: only what the query uses is counted.
+
+    See docs/papers.md §2."""
 
     def __init__(self, ctx: ComposerContext) -> None:
         Composer.__init__(self, ctx)
@@ -74,14 +76,18 @@ class ImageOnly(_Baseline):
 
 
 class TextOnly(_Baseline):
-    """Query = the text's embedding (the gallery side still needs the image encoder)."""
+    """Query = the text's embedding (the gallery side still needs the image encoder).
+
+    See docs/papers.md §2."""
 
     def compose(self, images: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
         return self.text_encoder(texts)
 
 
 class Concat(_Baseline):
-    """Query = MLP of the concatenated image and text embeddings."""
+    """Query = MLP of the concatenated image and text embeddings.
+
+    See docs/papers.md §2."""
 
     def __init__(self, ctx: ComposerContext) -> None:
         super().__init__(ctx)

@@ -1,11 +1,11 @@
-"""cirbench plugin ``birds-to-words``: Birds-to-Words read from its TSV (REFERENCE.md §1.6)
+"""cirbench plugin ``birds-to-words``: Birds-to-Words read from its TSV (docs/papers.md §1.6)
 under cirbench's protocol (image 1 + description -> image 2 on the test split; gallery =
 every test-split image; identity hits; see :mod:`cirbench_birds_to_words.dataset`).
 
-Protocol ``full-birds-to-words``: no paper in REFERENCE.md states a step budget (SAC trains to
+Protocol ``full-birds-to-words``: no paper in docs/papers.md states a step budget (SAC trains to
 a validation plateau, §4), so it takes the FashionIQ schedule of ``full-fashioniq``
 (ComposeAE's: 100k steps of 32, x0.1 every 8k, wd 1e-6; ResNet-18 (ImageNet), 224 px) with the
-K values of SAC Table 2 (R@10/R@50, REFERENCE.md §5).
+K values of SAC Table 2 (R@10/R@50, docs/papers.md §5).
 """
 
 from __future__ import annotations

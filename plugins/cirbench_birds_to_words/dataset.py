@@ -1,6 +1,6 @@
-"""The ``birds-to-words`` dataset: Birds-to-Words read from its published TSV (REFERENCE.md §1.6),
+"""The ``birds-to-words`` dataset: Birds-to-Words read from its published TSV (docs/papers.md §1.6),
 under a retrieval protocol cirbench defines (none is published; SAC reports R@10/R@50 without
-stating one, REFERENCE.md §6.10).
+stating one, docs/papers.md §6.10).
 
 Layout:
 
@@ -57,7 +57,9 @@ def image_entry(url: str, source: str, line: int) -> str:
 
 def read_rows(root: Path) -> list[tuple[str, str, str, str, int]]:
     """``(image 1 entry, image 2 entry, split, description, line)`` of every row of the TSV;
-    raises :class:`AnnotationError` naming the file, line and column for bad content."""
+    raises :class:`AnnotationError` naming the file, line and column for bad content.
+
+    See docs/papers.md §1.6."""
     out = []
     for n, fields in read_tsv(root, TSV):
         if n == 1 and fields[0].strip() == COLUMNS[0]:
@@ -76,7 +78,7 @@ def read_rows(root: Path) -> list[tuple[str, str, str, str, int]]:
 
 class BirdsToWordsLayout(DataLayout):
     """Birds-to-Words' TSV and the downloaded images. ``data verify`` reports the rows and
-    images per split; REFERENCE.md gives no count of the TSV itself (SAC quotes 12,770 train /
+    images per split; docs/papers.md gives no count of the TSV itself (SAC quotes 12,770 train /
     3,151 test images for its own split, §4), so they are reported, not compared."""
 
     folder = "birds-to-words"
@@ -99,13 +101,15 @@ class BirdsToWordsLayout(DataLayout):
         def images(split: str):
             return lambda root: len({e for a, b, s, _, _ in read_rows(root) if s == split for e in (a, b)})
 
-        sac = "REFERENCE.md §1.6 (SAC quotes 12,770 train / 3,151 test images for its split, §4)"
+        sac = "docs/papers.md §1.6 (SAC quotes 12,770 train / 3,151 test images for its split, §4)"
         return [PublishedCount(f"{s} rows (annotations)", None, rows(s), sac) for s in SPLITS] + [
             PublishedCount(f"distinct {s} images", None, images(s), sac) for s in ("train", "test")]
 
 
 class BirdsToWordsDataset(LocalImageDataset):
-    """``birds-to-words`` (see the module docstring for the protocol)."""
+    """``birds-to-words`` (see the module docstring for the protocol).
+
+    See docs/papers.md §1.6."""
 
     name = "birds-to-words"
     version = 1

@@ -1,4 +1,4 @@
-"""cirbench plugin ``cirr``: CIRR read from its canonical layout (REFERENCE.md §1.7), evaluated
+"""cirbench plugin ``cirr``: CIRR read from its canonical layout (docs/papers.md §1.7), evaluated
 on the validation split with identity hits on ``target_hard`` (§0 decision 2).
 
 Datasets ``cirr`` (Recall@K: every val image is the gallery, the reference removed) and
@@ -6,7 +6,7 @@ Datasets ``cirr`` (Recall@K: every val image is the gallery, the reference remov
 expressed as :attr:`cirbench.Query.candidates`), both from ``<data root>/cirr``. They train on
 the same triplets; the two metrics are two runs.
 
-Protocols: none of TIRG, ComposeAE or SAC trains on CIRR, so REFERENCE.md states no step budget;
+Protocols: none of TIRG, ComposeAE or SAC trains on CIRR, so docs/papers.md states no step budget;
 both presets take the FashionIQ schedule of ``full-fashioniq`` (ComposeAE's: 100k steps of
 32, x0.1 every 8k, wd 1e-6; ResNet-18 (ImageNet), 224 px). ``full-cirr`` reports CIRR's
 Recall@K values (K 1, 2, 5, 10, 50, 100), ``full-cirr-subset`` Recall_subset@K (K 1, 2, 3);

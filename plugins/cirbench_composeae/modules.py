@@ -1,4 +1,4 @@
-"""ComposeAE's composition network (REFERENCE.md §3; ecom-research/ComposeAE
+"""ComposeAE's composition network (docs/papers.md §3; ecom-research/ComposeAE
 ``img_text_composition_models.py``: ``ComplexProjectionModule``, ``LinearMapping``,
 ``ConvMapping``, ``ComposeAE.compose_img_text_features``, ``decoder``, ``txtdecoder``).
 
@@ -37,21 +37,27 @@ CONV_CHANNELS = 64
 
 def rotation(delta: torch.Tensor, conjugate: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``exp(j c delta)`` as ``(real, imaginary) = (cos delta, c sin delta)``, ``c = -1`` when
-    ``conjugate`` (code: ``re_delta``, ``im_delta = CONJUGATE * sin(delta)``)."""
+    ``conjugate`` (code: ``re_delta``, ``im_delta = CONJUGATE * sin(delta)``).
+
+    See docs/papers.md §3, E3.3."""
     sign = -1.0 if conjugate else 1.0
     return torch.cos(delta), sign * torch.sin(delta)
 
 
 def rotate(x: torch.Tensor, delta: torch.Tensor, conjugate: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The real vector ``x`` rotated by ``exp(j c delta)``: ``(Re, Im) = (x cos delta,
-    c x sin delta)`` (code: ``re_score``, ``im_score``)."""
+    c x sin delta)`` (code: ``re_score``, ``im_score``).
+
+    See docs/papers.md §3, E3.3."""
     re, im = rotation(delta, conjugate)
     return x * re, x * im
 
 
 class ImageProjection(nn.Sequential):
     """``eta``: BN(d) -> Linear(d, d) -> Dropout(0.5) -> ReLU -> Linear(d, d)
-    (code: ``ComplexProjectionModule.image_features``)."""
+    (code: ``ComplexProjectionModule.image_features``).
+
+    See docs/papers.md §3, E3.1."""
 
     def __init__(self, dim: int, dropout: float = 0.5) -> None:
         super().__init__(
@@ -66,7 +72,9 @@ class ImageProjection(nn.Sequential):
 class TextProjection(nn.Sequential):
     """``gamma``: BN(t) -> Linear(t, d) -> ReLU -> Linear(d, d); its output ``delta`` is used
     as angles (code: ``ComplexProjectionModule.bert_features``; the paper's notes describe it
-    without the ReLU, the code has it)."""
+    without the ReLU, the code has it).
+
+    See docs/papers.md §3, E3.2."""
 
     def __init__(self, text_dim: int, dim: int) -> None:
         super().__init__(
@@ -93,7 +101,9 @@ class Projected(NamedTuple):
 
 class ComplexProjection(nn.Module):
     """The complex projection (code: ``ComplexProjectionModule``): ``Re + j Im = eta(z) *
-    exp(j c gamma(q))``, i.e. ``Re = eta(z) cos(delta)``, ``Im = c eta(z) sin(delta)``."""
+    exp(j c gamma(q))``, i.e. ``Re = eta(z) cos(delta)``, ``Im = c eta(z) sin(delta)``.
+
+    See docs/papers.md §3, E3.3."""
 
     def __init__(self, dim: int, text_dim: int) -> None:
         super().__init__()
@@ -121,7 +131,9 @@ def _mapping(in_dim: int, dim: int) -> nn.Sequential:
 
 class LinearMapping(nn.Module):
     """``rho(phi) = Linear(d, d)(ReLU(Linear(2d, d)(ReLU(BN(2d)(phi)))))`` on ``phi = [Re, Im]``
-    (code: ``LinearMapping``)."""
+    (code: ``LinearMapping``).
+
+    See docs/papers.md §3, E3.4."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -138,6 +150,8 @@ class ConvMapping(nn.Module):
 
     ``P = 2d // 64`` (code: 16 for d = 512, so ``64 P = 2d = 1024``); ``P = 1`` when
     ``d < 32``. ``64 P = 2d`` whenever ``d`` is a multiple of 32.
+
+    See docs/papers.md §3, E3.5.
     """
 
     def __init__(self, dim: int) -> None:
@@ -161,7 +175,9 @@ class ComposeAEComposition(nn.Module):
     """``v = a rho(phi) + b rho_conv(eta, delta, z, Re, Im)`` (code:
     ``compose_img_text_features``: ``theta_linear * a[1] + theta_conv * a[0]``), each branch
     with its own :class:`ComplexProjection`; ``a`` init 10, ``b`` init 1, both learnable.
-    ``conjugate=True`` rotates by ``exp(-j delta)`` in both branches (the symmetry loss)."""
+    ``conjugate=True`` rotates by ``exp(-j delta)`` in both branches (the symmetry loss).
+
+    See docs/papers.md §3, E3.6."""
 
     def __init__(self, dim: int, text_dim: int, a: float = 10.0, b: float = 1.0) -> None:
         super().__init__()
@@ -189,7 +205,9 @@ class ComposeAEComposition(nn.Module):
 
 class ImageDecoder(nn.Sequential):
     """``z_hat = Linear(d, d)(ReLU(Linear(d, d)(ReLU(BN(d)(v)))))`` (code: ``decoder``), the
-    reconstruction of the reference image's feature for ``L_RI``."""
+    reconstruction of the reference image's feature for ``L_RI``.
+
+    See docs/papers.md §3, E3.7."""
 
     def __init__(self, dim: int) -> None:
         super().__init__(
@@ -203,7 +221,9 @@ class ImageDecoder(nn.Sequential):
 
 class TextDecoder(nn.Sequential):
     """``q_hat = Linear(t, t)(ReLU(Linear(d, t)(ReLU(BN(d)(v)))))`` (code: ``txtdecoder``), the
-    reconstruction of the text feature for ``L_RT``."""
+    reconstruction of the text feature for ``L_RT``.
+
+    See docs/papers.md §3, E3.8."""
 
     def __init__(self, dim: int, text_dim: int) -> None:
         super().__init__(

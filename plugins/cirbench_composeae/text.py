@@ -1,4 +1,4 @@
-"""ComposeAE's text features (REFERENCE.md §0 decision 5, §3 "Text encoder").
+"""ComposeAE's text features (docs/papers.md §0 decision 5, §3 "Text encoder").
 
 * :func:`resolve_text_model`: which local BERT-family directory to use: the ``text_model``
   keyword, else ``$CIRBENCH_COMPOSEAE_TEXT_MODEL``, else the all-MiniLM-L6-v2 weights that the
@@ -52,7 +52,9 @@ def clear_memory_cache() -> None:
 def resolve_text_model(text_model: str | os.PathLike | None = None) -> tuple[Path, str | None]:
     """``(directory, name)`` of the sentence encoder: ``text_model`` if given, else
     ``$CIRBENCH_COMPOSEAE_TEXT_MODEL`` if set, else the packaged all-MiniLM-L6-v2. ``name``
-    is None for a user directory (the directory's own name is used)."""
+    is None for a user directory (the directory's own name is used).
+
+    See docs/papers.md §3."""
     if text_model is None:
         text_model = os.environ.get(TEXT_MODEL_ENV) or None
     if text_model is not None:
@@ -73,7 +75,7 @@ def embedding_cache_key(encoder: SentenceEncoder, texts: Sequence[str]) -> str:
 
 
 class FrozenTextEmbeddings(nn.Module):
-    """Frozen sentence vectors ``q = SentenceEncoder(text)`` ``[B, t]`` (REFERENCE.md §3: the
+    """Frozen sentence vectors ``q = SentenceEncoder(text)`` ``[B, t]`` (docs/papers.md §3: the
     code's bert-as-service vectors, constants of training), looked up from a table built once.
 
     ``encoder`` stays a submodule so that its (frozen) weights count in the composer's total

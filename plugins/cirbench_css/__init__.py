@@ -1,8 +1,8 @@
-"""cirbench plugin ``css``: TIRG's CSS dataset read from its original file (REFERENCE.md §1.1).
+"""cirbench plugin ``css``: TIRG's CSS dataset read from its original file (docs/papers.md §1.1).
 
 Datasets ``css`` (the 3D images) and ``css-2d`` (the same scenes drawn with TIRG's 2D rules by
 css-synth's renderer), both from ``<data root>/css/css_toy_dataset_novel2_small.dup.npy``;
-label-based hits (decision 2). Protocol ``full-css``: TIRG's CSS schedule (REFERENCE.md §2).
+label-based hits (decision 2). Protocol ``full-css``: TIRG's CSS schedule (docs/papers.md §2).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The CSS datasets ``css`` (3D images) and ``css-2d`` (TIRG's 2D renderings of the same
-scenes), both read from TIRG's CSS file (REFERENCE.md §1.1, evaluation §1.0).
+scenes), both read from TIRG's CSS file (docs/papers.md §1.1, evaluation §1.0).
 
 Ids: training images ``0 .. n_train-1``, then test images. Records follow TIRG's
 ``CSSDataset``:
@@ -17,7 +17,7 @@ Ids: training images ``0 .. n_train-1``, then test images. Records follow TIRG's
 size (TIRG does not resize them; a square crop would cut objects in the corner cells).
 ``css-2d`` draws each scene with css-synth's 2D renderer (TIRG's ``generate_2d_image``, 64x64),
 resized to the protocol's size; no image files are needed. The 2D images serve queries and
-gallery alike (TIRG's released code wires no 2D->3D evaluation, REFERENCE.md §1.1).
+gallery alike (TIRG's released code wires no 2D->3D evaluation, docs/papers.md §1.1).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class _CssRecords:
         self.gallery_ids = np.arange(off, off + test.num_images, dtype=np.int64)
 
     def sample_triplets(self, rng: np.random.Generator, n: int) -> list[Triplet]:
-        """TIRG's CSS sampler (REFERENCE.md §1.1 "Training sampling")."""
+        """TIRG's CSS sampler (docs/papers.md §1.1 "Training sampling")."""
         out: list[Triplet] = []
         last: int | None = None
         for i in range(n):
@@ -113,7 +113,9 @@ class _CssRecords:
 
 
 class CssDataset(_CssRecords, LocalImageDataset):
-    """``css``: TIRG's CSS with its 3D images (see the module docstring)."""
+    """``css``: TIRG's CSS with its 3D images (see the module docstring).
+
+    See docs/papers.md §1.1."""
 
     name = "css"
     version = 1
@@ -130,7 +132,9 @@ class CssDataset(_CssRecords, LocalImageDataset):
 
 
 class Css2dDataset(_CssRecords, CIRDataset):
-    """``css-2d``: the CSS scenes drawn by TIRG's 2D rules (see the module docstring)."""
+    """``css-2d``: the CSS scenes drawn by TIRG's 2D rules (see the module docstring).
+
+    See docs/papers.md §1.1."""
 
     name = "css-2d"
     version = 1

@@ -1,4 +1,4 @@
-"""Reading TIRG's CSS file ``css_toy_dataset_novel2_small.dup.npy`` (REFERENCE.md §1.1).
+"""Reading TIRG's CSS file ``css_toy_dataset_novel2_small.dup.npy`` (docs/papers.md §1.1).
 
 The file is a NumPy ``.npy`` holding a 0-d object array around a dict pickled by Python 2, so
 it is loaded with ``allow_pickle=True, encoding="latin1"``. Keys ``train`` and ``test``; each
@@ -7,7 +7,7 @@ split holds ``objects_img`` (per image, a list of objects: dicts with ``color``,
 the text ``to_str``) and optionally ``labels`` (per image; an image's caption is
 ``str(label)``, by default its own index).
 
-Text: a Python 2 byte string is read as latin-1, as REFERENCE.md §1.1 says to load the file:
+Text: a Python 2 byte string is read as latin-1, as docs/papers.md §1.1 says to load the file:
 one character per byte, so reading never fails and two different byte strings never become
 one text (unlike decoding with replacement). Python 2 unicode strings arrive as they were.
 """
@@ -106,7 +106,9 @@ def _split(raw: Any, name: str, path: Path) -> CssSplit:
 
 def read_css_file(path: Path | str) -> dict[str, CssSplit]:
     """Parse the CSS file; raises :class:`~cirbench.data.errors.AnnotationError` naming the
-    file and the field at fault."""
+    file and the field at fault.
+
+    See docs/papers.md §1.1."""
     path = Path(path)
     try:
         arr = np.load(path, allow_pickle=True, encoding="latin1")
@@ -119,11 +121,15 @@ def read_css_file(path: Path | str) -> dict[str, CssSplit]:
 
 
 def image_entry(split: str, index: int) -> str:
-    """The 3D image of ``index`` in ``split``: ``images/css_{split}_{index:06d}.png``."""
+    """The 3D image of ``index`` in ``split``: ``images/css_{split}_{index:06d}.png``.
+
+    See docs/papers.md §1.1."""
     return f"images/css_{split}_{index:06d}.png"
 
 
 def query_group(text: str) -> str:
-    """The modification kind of a CSS text: ``add``, ``remove``, else ``change``."""
+    """The modification kind of a CSS text: ``add``, ``remove``, else ``change``.
+
+    See docs/papers.md §1.1."""
     first = text.split()[0].lower() if text.split() else ""
     return first if first in ("add", "remove") else "change"

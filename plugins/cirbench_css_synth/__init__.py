@@ -2,7 +2,7 @@
 
 Scenes of 1..5 objects (cube / sphere / cylinder, TIRG's 8 colours, small / large) on a 3x3
 grid, rendered with TIRG's 64x64 2D drawing rules; queries are CSS's add / remove / change
-modifications with label-based hits (REFERENCE.md §1.0, §1.1). The data are generated from a
+modifications with label-based hits (docs/papers.md §1.0, §1.1). The data are generated from a
 fixed seed at the protocol's ``dataset_scale`` and cached; see :mod:`.generator`,
 :mod:`.cache` and :mod:`.dataset`.
 """

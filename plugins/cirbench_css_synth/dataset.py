@@ -1,10 +1,10 @@
 """The css-synth dataset: generated CSS-like scenes behind the cirbench dataset contract.
 
-Evaluation follows TIRG's CSS rules (REFERENCE.md §1.0, §1.1): the gallery is every test
+Evaluation follows TIRG's CSS rules (docs/papers.md §1.0, §1.1): the gallery is every test
 image; a query's correct targets are every gallery image whose scene equals the target's
 (label-based hits; the engine removes the reference itself). Query groups are the
 modification kinds ``add`` / ``remove`` / ``change``. Training draws triplets with TIRG's CSS
-sampler (REFERENCE.md §1.1 "Training sampling"): a random (source, target) pair, then the
+sampler (docs/papers.md §1.1 "Training sampling"): a random (source, target) pair, then the
 same source with a different modification, so consecutive samples share a source.
 """
 

@@ -1,4 +1,4 @@
-"""Procedural CSS-like scenes, their modifications and TIRG's 2D renderer (REFERENCE.md §1.1).
+"""Procedural CSS-like scenes, their modifications and TIRG's 2D renderer (docs/papers.md §1.1).
 
 What this module implements, rule by rule:
 
@@ -8,7 +8,7 @@ What this module implements, rule by rule:
   ``large``) and a cell (``top-left`` ... ``bottom-right``). Cell centres sit at the
   fractional (row, col) positions {0.2, 0.5, 0.8}, so even large objects never overlap and
   two scenes look identical exactly when they hold the same objects.
-* **Rendering** follows TIRG's ``generate_2d_image`` (REFERENCE.md §1.1) exactly at 64x64:
+* **Rendering** follows TIRG's ``generate_2d_image`` (docs/papers.md §1.1) exactly at 64x64:
   white canvas; half-size s = 4 px, 8 if large; centre y = pos[0]·64, x = pos[1]·64;
   ``cube`` (TIRG's ``rectangle``) is the square rows [int(y-s), int(y+s)), cols
   [int(x-s), int(x+s)); ``sphere`` (``circle``) is a diamond: rows int(y-s)..int(y+s)
@@ -23,11 +23,11 @@ What this module implements, rule by rule:
   its target scene unambiguously: an added object's size is always stated, and a removed
   object is located ("... at middle-center") when its colour and shape alone would match
   several objects of the scene.
-* **Splits** are TIRG's CSS layout (REFERENCE.md §1.1): per split a set of distinct source
+* **Splits** are TIRG's CSS layout (docs/papers.md §1.1): per split a set of distinct source
   scenes, and for each source ``mods_per_source`` distinct modifications, each giving one
   target image. The split's images are all its sources and targets. Each image's label is
   the canonical key of its object set, so identical scenes share a label (label-based
-  hits, REFERENCE.md §1.0). Test source scenes never equal any training scene.
+  hits, docs/papers.md §1.0). Test source scenes never equal any training scene.
 
 Everything is a pure function of ``(scale, seed)``: the same pair gives bit-identical images
 and identical pairs.
@@ -61,7 +61,7 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "cyan": (41, 208, 208),
     "yellow": (255, 238, 51),
 }
-"""TIRG's 8 colours, RGB 0..255 (REFERENCE.md §1.1)."""
+"""TIRG's 8 colours, RGB 0..255 (docs/papers.md §1.1)."""
 
 SHAPES: tuple[str, ...] = ("cube", "sphere", "cylinder")
 SIZES: tuple[str, ...] = ("small", "large")
@@ -208,7 +208,7 @@ def render_scene(objects: Iterable[ObjectLike], size: int = CANVAS) -> np.ndarra
     ``objects`` are :class:`SceneObject` or CSS-style dicts with ``shape`` (``cube`` /
     ``sphere`` / ``cylinder`` or TIRG's ``rectangle`` / ``circle`` / ``triangle``),
     ``color``, ``size`` and ``pos`` (fractional (row, col)); painted in the given order. At
-    ``size=64`` the pixels are exactly TIRG's (REFERENCE.md §1.1); other sizes scale the
+    ``size=64`` the pixels are exactly TIRG's (docs/papers.md §1.1); other sizes scale the
     half-size with the canvas. Rows or columns outside the canvas are clipped.
     """
     canvas = np.full((size, size, 3), 255, dtype=np.uint8)

@@ -1,6 +1,6 @@
-"""cirbench plugin ``fashion200k``: Fashion200k read from its canonical layout (REFERENCE.md
+"""cirbench plugin ``fashion200k``: Fashion200k read from its canonical layout (docs/papers.md
 §1.2), TIRG's pairs and test queries, label-based hits. Protocol ``full-fashion200k``: TIRG's
-Fashion200k schedule (REFERENCE.md §2) with the paper's K values (Table 1: R@1/10/50).
+Fashion200k schedule (docs/papers.md §2) with the paper's K values (Table 1: R@1/10/50).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ``fashion200k`` dataset, read as TIRG's ``Fashion200k`` reads it (REFERENCE.md §1.2,
+"""The ``fashion200k`` dataset, read as TIRG's ``Fashion200k`` reads it (docs/papers.md §1.2,
 evaluation §1.0).
 
 Layout: ``<root>/labels/*_{train,test}_*.txt`` (VAL's glob), one image per line
@@ -21,7 +21,7 @@ under ``<root>/women/{dresses,jackets,pants,skirts,tops}/...``), and ``<root>/te
   are every test image with the target's caption (label-based hits, decision 2); the gallery
   is every test image.
 * Images: shorter side resized to the protocol's size, centre crop (TIRG's Resize +
-  CenterCrop); loss ``batch_classification`` (REFERENCE.md §2).
+  CenterCrop); loss ``batch_classification`` (docs/papers.md §2).
 """
 
 from __future__ import annotations
@@ -44,19 +44,25 @@ POOL_SEED = 0
 
 
 def clean_caption(caption: str) -> str:
-    """TIRG's caption post-processing."""
+    """TIRG's caption post-processing.
+
+    See docs/papers.md §1.2."""
     return (caption.strip().replace(".", "dotmark").replace("?", "questionmark")
             .replace("&", "andmark").replace("*", "starmark"))
 
 
 def label_files(root: Path, split: str) -> list[Path]:
     """``labels/*_{split}_*.txt``, sorted; a symbolic link leading out of the root raises
-    :class:`~cirbench.data.UnsafePathError` (:func:`~cirbench.data.paths.list_inside`)."""
+    :class:`~cirbench.data.UnsafePathError` (:func:`~cirbench.data.paths.list_inside`).
+
+    See docs/papers.md §1.2."""
     return [Path(root) / rel for rel in list_inside(root, f"labels/*_{split}_*.txt", "file", source="labels/")]
 
 
 def read_labels(root: Path, split: str) -> list[tuple[str, str, str, int]]:
-    """``(path, caption, label file, line number)`` of every image of ``split``."""
+    """``(path, caption, label file, line number)`` of every image of ``split``.
+
+    See docs/papers.md §1.2."""
     out = []
     files = label_files(root, split)
     if not files:
@@ -85,7 +91,9 @@ def read_queries(root: Path) -> list[tuple[str, str, int]]:
 
 
 def parent_captions(caption: str) -> list[str]:
-    """TIRG's parents of a caption: one word removed by ``str.replace``, spaces collapsed."""
+    """TIRG's parents of a caption: one word removed by ``str.replace``, spaces collapsed.
+
+    See docs/papers.md §1.2."""
     out = []
     for w in caption.split():
         p = caption.replace(w, "").replace("  ", " ").strip()
@@ -96,7 +104,9 @@ def parent_captions(caption: str) -> list[str]:
 
 def different_words(source: str, target: str) -> tuple[str, str]:
     """TIRG's ``get_different_word``: the first source word not in the target and the first
-    target word not in the source (the last word when there is none)."""
+    target word not in the source (the last word when there is none).
+
+    See docs/papers.md §1.2."""
     s_words, t_words = source.split(), target.split()
     ws = next((w for w in s_words if w not in t_words), s_words[-1] if s_words else "")
     wt = next((w for w in t_words if w not in s_words), t_words[-1] if t_words else "")
@@ -104,6 +114,7 @@ def different_words(source: str, target: str) -> tuple[str, str]:
 
 
 def mod_text(source: str, target: str) -> str:
+    """See docs/papers.md §1.2."""
     ws, wt = different_words(source, target)
     return f"replace {ws} with {wt}"
 
@@ -129,11 +140,13 @@ class Fashion200kLayout(DataLayout):
             return sum((Path(root) / "women" / c).is_dir() for c in CATEGORIES)
 
         return [PublishedCount(f"category folders women/{{{','.join(CATEGORIES)}}}", len(CATEGORIES),
-                               categories, "REFERENCE.md §1.2")]
+                               categories, "docs/papers.md §1.2")]
 
 
 class Fashion200kDataset(LocalImageDataset):
-    """``fashion200k`` (see the module docstring)."""
+    """``fashion200k`` (see the module docstring).
+
+    See docs/papers.md §1.2."""
 
     name = "fashion200k"
     version = 1

@@ -1,6 +1,6 @@
 """cirbench plugin ``fashion-synth``: procedurally drawn garments and shoes with relative captions.
 
-An embedded second dataset in the spirit of FashionIQ and Shoes (REFERENCE.md §1.4, §1.5):
+An embedded second dataset in the spirit of FashionIQ and Shoes (docs/papers.md §1.4, §1.5):
 no download, generated in about a second at ``small`` and cached.
 
 **Generation rules** (:mod:`.products`, :mod:`.generator`, :mod:`.captions`):
@@ -31,7 +31,7 @@ small     1,150        516         3,600      720       86
 full      1,212        516         24,000     3,000     86
 ========  ===========  ==========  =========  ========  ===================
 
-**Hit rule**: identity, as for FashionIQ and Shoes (REFERENCE.md §0 decision 2): a query's
+**Hit rule**: identity, as for FashionIQ and Shoes (docs/papers.md §0 decision 2): a query's
 only correct target is its target image. Since no two images of a split share all attributes,
 this equals "any image with the target's attributes". Queries are grouped by category and
 ranked against their category's gallery (VAL's FashionIQ protocol, decision 3); the reference

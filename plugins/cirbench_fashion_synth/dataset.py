@@ -1,11 +1,11 @@
 """The fashion-synth dataset behind the cirbench dataset contract, and its cache.
 
-Evaluation follows FashionIQ as VAL evaluates it (REFERENCE.md §0 decisions 2 and 3, §1.4):
+Evaluation follows FashionIQ as VAL evaluates it (docs/papers.md §0 decisions 2 and 3, §1.4):
 one query per caption, the query group is the product category, each category's queries are
 ranked against that category's own test gallery, and a query's only correct target is its
 target image (identity hits; within a split no two images share all attributes, so this is
 also "any image with the target's attributes"). Training uses TIRG's batch classification
-loss, as for the fashion datasets (REFERENCE.md §2), and draws triplets uniformly.
+loss, as for the fashion datasets (docs/papers.md §2), and draws triplets uniformly.
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
-"""cirbench plugin ``fashioniq``: FashionIQ read from its canonical layout (REFERENCE.md §1.4).
+"""cirbench plugin ``fashioniq``: FashionIQ read from its canonical layout (docs/papers.md §1.4).
 
 Datasets ``fashioniq`` (VAL's protocol, §0 decision 3: validation split, one query per
 caption, a gallery per category, identity hits) and ``fashioniq-joined`` (the two captions
 joined into one query by ComposeAE's rule; otherwise the same), both from
 ``<data root>/fashioniq``.
 
-Protocol ``full-fashioniq`` (for both): ComposeAE's FashionIQ schedule (REFERENCE.md §3:
+Protocol ``full-fashioniq`` (for both): ComposeAE's FashionIQ schedule (docs/papers.md §3:
 100k steps of 32, x0.1 every 8k, wd 1e-6) with TIRG's ResNet-18 (ImageNet) at 224 px, and the
 K values FashionIQ results are reported at (R@10, R@50 per category and their mean; SAC
-Table 1, REFERENCE.md §5).
+Table 1, docs/papers.md §5).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The ``fashioniq`` and ``fashioniq-joined`` datasets: FashionIQ read from its canonical layout
-(REFERENCE.md §1.4), evaluated under VAL's protocol (§0 decision 3).
+(docs/papers.md §1.4), evaluated under VAL's protocol (§0 decision 3).
 
 Layout (the files of XiaoxiaoGuo/fashion-iq):
 
@@ -8,7 +8,7 @@ Layout (the files of XiaoxiaoGuo/fashion-iq):
 * ``<root>/image_splits/split.{dress,shirt,toptee}.{train,val}.json``: a JSON list of asins;
 * ``<root>/images/<asin>.jpg`` (``.png`` and ``.jpeg`` are accepted when no ``.jpg`` exists).
 
-The ``test`` files have no targets (REFERENCE.md §1.4), so evaluation runs on the validation
+The ``test`` files have no targets (docs/papers.md §1.4), so evaluation runs on the validation
 split, as VAL and SAC do; they are read only by :meth:`FashionIQDataset.hidden_split` for
 ``cirbench export``, which writes the starter kit's ``{cat}.test.pred.json`` (the test
 caption entries, each with ``"ranking"``: its top-50 asins of ``split.{cat}.test.json``).
@@ -19,19 +19,19 @@ caption entries, each with ``"ranking"``: its top-50 asins of ``split.{cat}.test
 * hits by image identity: the one correct target is the pair's target (decision 2);
 * each query's group is its category (``dress``, ``shirt``, ``toptee``), and each group is
   ranked against its own gallery (``has_group_galleries()``): as VAL, the unique sources and
-  targets of that category's validation pairs (not the split file, REFERENCE.md §6.3); the
+  targets of that category's validation pairs (not the split file, docs/papers.md §6.3); the
   shared ``gallery()`` is their union;
 * the reference is removed from its own ranking (the evaluator's rule, decision 2). A pair
   whose candidate is its target (it could never be answered) and an empty caption are left
   out and counted in ``describe()``.
 
 ``fashioniq-joined``: the same pairs, galleries and groups, but one query (and one triplet)
-per pair whose text joins the captions by ComposeAE's rule (REFERENCE.md §1.4):
+per pair whose text joins the captions by ComposeAE's rule (docs/papers.md §1.4):
 ``(category + " " + " and it ".join(captions)).lower()``. ComposeAE's merged three-category
 gallery and its keeping of the reference in the ranking are not reproduced (decisions 2, 3).
 
 Images: shorter side resized to the protocol's size, centre crop (TIRG's transform, which
-ComposeAE uses on FashionIQ); loss ``batch_classification`` (REFERENCE.md §3).
+ComposeAE uses on FashionIQ); loss ``batch_classification`` (docs/papers.md §3).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ CATEGORIES = ("dress", "shirt", "toptee")
 SPLITS = ("train", "val")
 IMAGE_SUFFIXES = (".jpg", ".png", ".jpeg")
 
-#: Counts computed from the published files, REFERENCE.md §1.4: (category, split) -> number.
+#: Counts computed from the published files, docs/papers.md §1.4: (category, split) -> number.
 PUBLISHED_PAIRS = {
     ("dress", "train"): 5985, ("shirt", "train"): 5988, ("toptee", "train"): 6027,
     ("dress", "val"): 2017, ("shirt", "val"): 2038, ("toptee", "val"): 1961,
@@ -120,13 +120,13 @@ def image_entry(asin: str, names: dict[str, str]) -> str:
 
 
 def join_captions(category: str, captions: list[str]) -> str:
-    """ComposeAE's joined query text (REFERENCE.md §1.4), captions stripped, empty ones left out."""
+    """ComposeAE's joined query text (docs/papers.md §1.4), captions stripped, empty ones left out."""
     kept = [c.strip() for c in captions if c.strip()]
     return (category + " " + " and it ".join(kept)).lower() if kept else ""
 
 
 class FashionIQLayout(DataLayout):
-    """FashionIQ's files (REFERENCE.md §1.4); ``data verify`` compares the pair and split
+    """FashionIQ's files (docs/papers.md §1.4); ``data verify`` compares the pair and split
     counts of each category with those computed from the published files."""
 
     folder = "fashioniq"
@@ -158,15 +158,17 @@ class FashionIQLayout(DataLayout):
         def split_images(c: str, s: str) -> Callable[[Path], int]:
             return lambda root: len(read_split(root, c, s))
 
-        out = [PublishedCount(f"{s} pairs of {c} ({captions_file(c, s)})", n, pairs(c, s), "REFERENCE.md §1.4")
+        out = [PublishedCount(f"{s} pairs of {c} ({captions_file(c, s)})", n, pairs(c, s), "docs/papers.md §1.4")
                for (c, s), n in PUBLISHED_PAIRS.items()]
-        out += [PublishedCount(f"{s} images of {c} ({split_file(c, s)})", n, split_images(c, s), "REFERENCE.md §1.4")
+        out += [PublishedCount(f"{s} images of {c} ({split_file(c, s)})", n, split_images(c, s), "docs/papers.md §1.4")
                 for (c, s), n in PUBLISHED_SPLIT_IMAGES.items()]
         return out
 
 
 class FashionIQDataset(LocalImageDataset):
-    """``fashioniq``: VAL's protocol, one query per caption (see the module docstring)."""
+    """``fashioniq``: VAL's protocol, one query per caption (see the module docstring).
+
+    See docs/papers.md §1.4."""
 
     name = "fashioniq"
     version = 1
@@ -239,7 +241,9 @@ class FashionIQDataset(LocalImageDataset):
 
 
 class FashionIQJoinedDataset(FashionIQDataset):
-    """``fashioniq-joined``: the captions of a pair joined into one query (ComposeAE's rule)."""
+    """``fashioniq-joined``: the captions of a pair joined into one query (ComposeAE's rule).
+
+    See docs/papers.md §1.4."""
 
     name = "fashioniq-joined"
     joined = True
@@ -248,7 +252,7 @@ class FashionIQJoinedDataset(FashionIQDataset):
 # --- the hidden test split: the starter kit's prediction files -----------------------------------
 
 HIDDEN_SPLIT = "test"
-#: the starter kit's ``Ranker.get_nearest_neighbors`` returns the top 50 (REFERENCE.md §1.4)
+#: the starter kit's ``Ranker.get_nearest_neighbors`` returns the top 50 (docs/papers.md §1.4)
 STARTER_KIT_TOP_K = 50
 
 

@@ -1,6 +1,6 @@
-"""cirbench plugin ``mit-states``: MIT-States read from its canonical layout (REFERENCE.md
+"""cirbench plugin ``mit-states``: MIT-States read from its canonical layout (docs/papers.md
 §1.3), TIRG's noun split, pairs and queries, label-based hits. Protocol ``full-mit-states``:
-TIRG's MIT-States schedule (REFERENCE.md §2) with the paper's K values (Table 2: R@1/5/10).
+TIRG's MIT-States schedule (docs/papers.md §2) with the paper's K values (Table 2: R@1/5/10).
 """
 
 from __future__ import annotations

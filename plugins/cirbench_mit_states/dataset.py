@@ -1,4 +1,4 @@
-"""The ``mit-states`` dataset, read as TIRG's ``MITStates`` reads it (REFERENCE.md §1.3,
+"""The ``mit-states`` dataset, read as TIRG's ``MITStates`` reads it (docs/papers.md §1.3,
 evaluation §1.0).
 
 Layout: ``<root>/images/<adj> <noun>/*.jpg``; folders without a space, and folders whose
@@ -51,13 +51,15 @@ TEST_NOUNS = (
     "sky", "smoke", "steel", "stream", "table", "tea", "tomato", "vacuum", "wax", "wheel",
     "window", "wool",
 )
-"""TIRG's 49 held-out test nouns (REFERENCE.md §1.3)."""
+"""TIRG's 49 held-out test nouns (docs/papers.md §1.3)."""
 
 
 def annotated_folders(root: Path) -> list[tuple[str, str, str]]:
     """``(folder, adj, noun)`` of every annotated class folder under ``images/``, sorted. A
     symbolic link leading out of the root (``images`` or a class folder) raises
-    :class:`~cirbench.data.UnsafePathError` naming it (:func:`~cirbench.data.paths.list_inside`)."""
+    :class:`~cirbench.data.UnsafePathError` naming it (:func:`~cirbench.data.paths.list_inside`).
+
+    See docs/papers.md §1.3."""
     out = []
     for rel in list_inside(root, "images/* *", "dir", source="images/"):
         name = rel.split("/", 1)[1]
@@ -93,11 +95,13 @@ class MitStatesLayout(DataLayout):
             return len({noun for _, _, noun in annotated_folders(root) if noun in TEST_NOUNS})
 
         return [PublishedCount("TIRG's test nouns with images", len(TEST_NOUNS), test_nouns,
-                               "REFERENCE.md §1.3")]
+                               "docs/papers.md §1.3")]
 
 
 class MitStatesDataset(LocalImageDataset):
-    """``mit-states`` (see the module docstring)."""
+    """``mit-states`` (see the module docstring).
+
+    See docs/papers.md §1.3."""
 
     name = "mit-states"
     version = 1
@@ -171,7 +175,9 @@ class MitStatesDataset(LocalImageDataset):
         ]
 
     def sample_triplets(self, rng: np.random.Generator, n: int) -> list[Triplet]:
-        """Pairs sharing a source, as TIRG's sampler yields them."""
+        """Pairs sharing a source, as TIRG's sampler yields them.
+
+        See docs/papers.md §1.3."""
         out: list[Triplet] = []
         while len(out) < n:
             k = int(rng.integers(len(self.triplets) // 2))

@@ -3,7 +3,7 @@
 
 SAC has no public code; every module maps to a numbered equation (see
 :mod:`cirbench_sac.modules`) and every open detail is a named keyword of :class:`SAC`
-(REFERENCE.md §0 decision 6, §4, §6 item 10). Registered composers: ``sac`` (the reading issue
+(docs/papers.md §0 decision 6, §4, §6 item 10). Registered composers: ``sac`` (the reading issue
 11's experiment supports: Eq. 17 as written, the target sharing the query's BN+Omega head),
 the other readings (``sac-literal``, ``sac-detached-cons``, ``sac-shared-head``,
 ``sac-detached-cons-shared-head``, ``sac-batch-negatives``) and the ablations of the paper's

@@ -42,7 +42,7 @@ class SAC(Composer):
 
     Args:
         stages: the two backbone stages forming levels 1 and 2 (None: the protocol's
-            ``feature_stages``; REFERENCE.md §0 decision 7, backbones belong to the protocol).
+            ``feature_stages``; docs/papers.md §0 decision 7, backbones belong to the protocol).
         levels: ``both`` | ``l1`` | ``l2`` (Table 7).
         composition: ``offset`` | ``concat`` | ``gating`` | ``hadamard`` (Table 4).
         losses: ``triplet+disc+cons`` | ``triplet`` | ``triplet+cons`` | ``triplet+disc``
@@ -184,7 +184,9 @@ class SAC(Composer):
 
     @torch.no_grad()
     def attention_maps(self, images: torch.Tensor, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Eq. 6's semantic attention ``M`` per level: ``{stage: [B, H, W]}`` (Fig. 4)."""
+        """Eq. 6's semantic attention ``M`` per level: ``{stage: [B, H, W]}`` (Fig. 4).
+
+        See docs/papers.md §4."""
         _, _, attn = self._query(self._maps(images), texts)
         return dict(zip(self.stages, attn))
 
@@ -196,6 +198,7 @@ class SAC(Composer):
         return [p for p in self.parameters() if id(p) not in disc]
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        """See docs/papers.md §4."""
         opts: list[torch.optim.Optimizer] = [
             torch.optim.Adam(self.main_parameters(), lr=self.lr, weight_decay=self.ctx.protocol.weight_decay)
         ]
@@ -205,7 +208,9 @@ class SAC(Composer):
 
     def on_train_step_start(self, step: int) -> None:
         """Backbone frozen for the first ``freeze_steps`` steps (paper: 10 epochs; 0 steps
-        unless the backbone is pretrained)."""
+        unless the backbone is pretrained).
+
+        See docs/papers.md §4."""
         self.backbone.requires_grad_(step >= self.freeze_steps)
 
     def _forward_train(self, batch: TrainBatch):
@@ -248,7 +253,9 @@ class SAC(Composer):
 
     def training_step(self, batch, optimizers, step):
         """Composer step (Adam on lambda-weighted Eq. 18), then D step (SGD on Eq. 16 with
-        detached embeddings); the batch's targets then enter the negatives' bank."""
+        detached embeddings); the batch's targets then enter the negatives' bank.
+
+        See docs/papers.md §4, Eq. 18."""
         f_com, f_text, f_tgt = self._forward_train(batch)
         parts = self._main_loss(batch, f_com, f_text, f_tgt)
         weighted = {k: w * parts[k] for k, w in zip(("triplet", "disc", "cons"), self.lambdas)}

@@ -1,6 +1,6 @@
 """SAC's building blocks, each named after the equation of Jandial et al. (WACV 2022) it
 implements. SAC has no public code: every detail the paper leaves open is a constructor keyword
-(REFERENCE.md §0 decision 6, §6 item 10); the plugin README lists each with its default.
+(docs/papers.md §0 decision 6, §6 item 10); the plugin README lists each with its default.
 
 * :class:`SentenceTextEncoder` (Eqs. 2-3): word embeddings -> GRU -> F_sent;
   ``T^l = Omega_l(F_sent)`` (one linear per level, to C^l) and ``f_text = Omega_g(F_sent)``.
@@ -32,7 +32,9 @@ from cirbench.encoders import Vocabulary
 class SentenceTextEncoder(nn.Module):
     """Eqs. 2-3: ``F_word = Embedding(words)`` (dim ``word_dim``, random init), ``F_sent`` = the
     GRU's (hidden ``sent_dim``) output at the last real token; ``T^l = Omega_l(F_sent)`` for
-    each level width in ``level_dims``, ``f_text = Omega_g(F_sent)`` of size ``out_dim``."""
+    each level width in ``level_dims``, ``f_text = Omega_g(F_sent)`` of size ``out_dim``.
+
+    See docs/papers.md §4, Eq. 3."""
 
     def __init__(
         self,
@@ -57,7 +59,9 @@ class SentenceTextEncoder(nn.Module):
         self.global_proj = nn.Linear(sent_dim, out_dim)  # Omega_g
 
     def sentence(self, texts: Sequence[str]) -> torch.Tensor:
-        """F_sent ``[B, sent_dim]`` (Eq. 2)."""
+        """F_sent ``[B, sent_dim]`` (Eq. 2).
+
+        See docs/papers.md §4, Eq. 2."""
         device = self.embedding.weight.device
         if self.tokenizer is None:
             ids, lengths = self.vocab.encode(texts)
@@ -91,7 +95,9 @@ def load_input_embeddings(model_dir: str):
 
 class GeM(nn.Module):
     """Generalised-mean pooling (Radenović et al.): ``(mean_{hw} clamp(x, eps)^p)^(1/p)``,
-    learnable ``p`` (init ``p``)."""
+    learnable ``p`` (init ``p``).
+
+    See docs/papers.md §4, Eq. 8."""
 
     def __init__(self, p: float = 3.0, eps: float = 1e-6) -> None:
         super().__init__()
@@ -139,7 +145,9 @@ class SFA(nn.Module):
         self.gem = GeM(gem_p, gem_eps)
 
     def self_attention(self, v: torch.Tensor) -> torch.Tensor:
-        """Eq. 4: ``V_bar [B, C, H, W]``."""
+        """Eq. 4: ``V_bar [B, C, H, W]``.
+
+        See docs/papers.md §4, Eq. 4."""
         b, c, h, w = v.shape
         q = self.theta_q(v).flatten(2)  # [B, C', N]
         k = self.theta_k(v).flatten(2)
@@ -149,20 +157,26 @@ class SFA(nn.Module):
         return self.beta * e.view(b, c, h, w) + v
 
     def attention(self, v_bar: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Eqs. 5-6: the semantic attention map ``M [B, H, W]`` (sums to 1 over H*W)."""
+        """Eqs. 5-6: the semantic attention map ``M [B, H, W]`` (sums to 1 over H*W).
+
+        See docs/papers.md §4, Eq. 5 and Eq. 6."""
         b, _, h, w = v_bar.shape
         sal = torch.einsum("bchw,bc->bhw", v_bar, t).flatten(1)
         return torch.softmax(sal / self.temperature, dim=1).view(b, h, w)
 
     def forward(self, v: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(O_q [B, C], M [B, H, W])``."""
+        """``(O_q [B, C], M [B, H, W])``.
+
+        See docs/papers.md §4, Eq. 7 and Eq. 8."""
         v_bar = self.self_attention(v)
         m = self.attention(v_bar, t)
         s = torch.einsum("bchw,bhw->bc", v_bar, m)  # Eq. 7
         return self.gem(v_bar) + self.gamma * s, m  # Eq. 8
 
     def target(self, v: torch.Tensor) -> torch.Tensor:
-        """Eq. 8, target side: ``O_t = GeM(V_t)`` on the raw map (no attention, no text)."""
+        """Eq. 8, target side: ``O_t = GeM(V_t)`` on the raw map (no attention, no text).
+
+        See docs/papers.md §4, Eq. 8."""
         return self.gem(v)
 
 
@@ -184,23 +198,30 @@ class SFM(nn.Module):
         self.target_head = bool(target_head)
 
     def aggregate(self, pooled: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Eqs. 10-12: ``H`` ``[B, out_dim]``, the LSTM's last hidden state over the levels."""
+        """Eqs. 10-12: ``H`` ``[B, out_dim]``, the LSTM's last hidden state over the levels.
+
+        See docs/papers.md §4, Eqs. 10–12."""
         g = torch.stack([p(o) for p, o in zip(self.proj, pooled)], dim=1)  # [B, L, common]
         _, (h, _) = self.lstm(g)
         return h[-1]
 
     def forward(self, pooled: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Eq. 13: ``f_agg = Omega(BN(H))``."""
+        """Eq. 13: ``f_agg = Omega(BN(H))``.
+
+        See docs/papers.md §4, Eq. 13."""
         return self.head(self.aggregate(pooled))
 
     def target(self, pooled: Sequence[torch.Tensor]) -> torch.Tensor:
+        """See docs/papers.md §4, Eq. 13."""
         h = self.aggregate(pooled)
         return self.head(h) if self.target_head else h
 
 
 class Discriminator(nn.Module):
     """Eq. 16's D: 3 FC layers ``d -> d/2 -> d/4 -> 1`` with LeakyReLU(``slope``); returns
-    logits (D = sigmoid of them)."""
+    logits (D = sigmoid of them).
+
+    See docs/papers.md §4, Eq. 16."""
 
     def __init__(self, dim: int, slope: float = 0.2) -> None:
         super().__init__()
@@ -221,7 +242,9 @@ COMPOSITIONS = ("offset", "concat", "gating", "hadamard")
 
 
 def residual_offset(f_agg: torch.Tensor, f_text: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """Eq. 14: ``f_com = delta * (f_agg + f_text) / ||f_agg + f_text||_2``."""
+    """Eq. 14: ``f_com = delta * (f_agg + f_text) / ||f_agg + f_text||_2``.
+
+    See docs/papers.md §4, Eq. 14."""
     return delta * F.normalize(f_agg + f_text, dim=-1)
 
 
@@ -234,6 +257,8 @@ class Composition(nn.Module):
     * ``gating`` (TIRG's residual gating): ``sigmoid(Linear_{2d->d}([.,.])) * f_agg +
       Linear_{2d->d}(ReLU(Linear_{2d->2d}([.,.])))``.
     * ``hadamard``: ``f_agg * f_text``.
+
+    See docs/papers.md §4, Eq. 14.
     """
 
     def __init__(self, dim: int, kind: str = "offset", delta_init: float = 4.0) -> None:
@@ -268,7 +293,9 @@ def valid_negatives(
 ) -> torch.Tensor:
     """``[B, K]`` bool: candidate ``j`` (image id ``candidate_ids[j]``; default: the batch's
     targets, ``K = B``) may be a negative of query ``i`` (I_n not in {I_q, I_t}: its id
-    differs from row ``i``'s target id and from its reference id)."""
+    differs from row ``i``'s target id and from its reference id).
+
+    See docs/papers.md §4, Eq. 15."""
     c = target_ids if candidate_ids is None else candidate_ids
     return (c[None, :] != target_ids[:, None]) & (c[None, :] != reference_ids[:, None])
 
@@ -296,7 +323,9 @@ def sample_negatives(
     probability ``hard_ratio`` (:func:`negative_weights`), else a uniform random valid one
     ("random selection interleaved with distance-weighted sampling"). ``dist``, ``valid``:
     ``[B, K]``. Uses torch's global RNG (seeded by the engine). Returns ``(neg [B] column
-    indices, has_neg [B] bool)``."""
+    indices, has_neg [B] bool)``.
+
+    See docs/papers.md §4, Eq. 15."""
     has = valid.any(dim=1)
     hard = negative_weights(dist, valid, hard_temperature)
     uniform = valid.float() / valid.sum(dim=1, keepdim=True).clamp(min=1)
@@ -340,13 +369,17 @@ class NegativeBank(nn.Module):
 
 
 def triplet_loss(f_com: torch.Tensor, f_pos: torch.Tensor, f_neg: torch.Tensor) -> torch.Tensor:
-    """Eq. 15: ``mean log(1 + exp(||f_com - f+||_2 - ||f_com - f-||_2))`` (softplus form)."""
+    """Eq. 15: ``mean log(1 + exp(||f_com - f+||_2 - ||f_com - f-||_2))`` (softplus form).
+
+    See docs/papers.md §4, Eq. 15."""
     return F.softplus((f_com - f_pos).norm(dim=-1) - (f_com - f_neg).norm(dim=-1)).mean()
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """Eq. 16: ``L_D = -E[log D(f_tgt)] - E[log(1 - D(f_com))]`` with ``D = sigmoid(logits)``
-    (BCE with logits)."""
+    (BCE with logits).
+
+    See docs/papers.md §4, Eq. 16."""
     return F.binary_cross_entropy_with_logits(
         real_logits, torch.ones_like(real_logits)
     ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
@@ -354,7 +387,9 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> 
 
 def adversarial_loss(fake_logits: torch.Tensor, form: str = "non_saturating") -> torch.Tensor:
     """The composer's part of Eq. 16: ``non_saturating``: ``-E[log D(f_com)]``;
-    ``minimax``: ``E[log(1 - D(f_com))]`` (what the composer minimises in the minimax game)."""
+    ``minimax``: ``E[log(1 - D(f_com))]`` (what the composer minimises in the minimax game).
+
+    See docs/papers.md §4, Eq. 16."""
     if form == "non_saturating":
         return F.softplus(-fake_logits).mean()
     if form == "minimax":
@@ -373,7 +408,9 @@ def consistency_loss(
     """Eq. 17: ``alpha_t ||Omega^c_text(f_com) - f_text||_2 + alpha_i ||Omega^c_img(f_com) -
     f_tgt||_2`` (per-sample L2 norms, averaged over the batch). The targets ``f_text`` and
     ``f_tgt`` are used as given: pass them detached for the stop-gradient reading (the
-    composer's ``cons_targets="detached"``), live for the literal one."""
+    composer's ``cons_targets="detached"``), live for the literal one.
+
+    See docs/papers.md §4, Eq. 17."""
     return (
         alpha_text * (text_back - f_text).norm(dim=-1).mean()
         + alpha_img * (img_back - f_tgt).norm(dim=-1).mean()

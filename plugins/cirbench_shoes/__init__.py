@@ -1,10 +1,10 @@
 """cirbench plugin ``shoes``: the Shoes relative captions read from their canonical layout
-(REFERENCE.md §1.5), identity hits (§0 decision 2), gallery = every eval image.
+(docs/papers.md §1.5), identity hits (§0 decision 2), gallery = every eval image.
 
-Protocol ``full-shoes``: no paper in REFERENCE.md states a step budget for Shoes (SAC trains
+Protocol ``full-shoes``: no paper in docs/papers.md states a step budget for Shoes (SAC trains
 to a validation plateau, §4), so it takes the FashionIQ schedule of ``full-fashioniq``
 (ComposeAE's: 100k steps of 32, x0.1 every 8k, wd 1e-6; ResNet-18 (ImageNet), 224 px) with
-the K values of SAC Table 3 (R@1/10/50, REFERENCE.md §5).
+the K values of SAC Table 3 (R@1/10/50, docs/papers.md §5).
 """
 
 from __future__ import annotations

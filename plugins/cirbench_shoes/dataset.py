@@ -1,5 +1,5 @@
 """The ``shoes`` dataset: Shoes relative captions read from their canonical layout
-(REFERENCE.md §1.5), evaluated as VAL does, with identity hits (§0 decision 2).
+(docs/papers.md §1.5), evaluated as VAL does, with identity hits (§0 decision 2).
 
 Layout (the files of XiaoxiaoGuo/fashion-retrieval's ``dataset/`` folder, plus the images of
 the Attribute Discovery dataset):
@@ -19,11 +19,11 @@ Protocol:
 * one correct target per query, the caption's target image (identity hits);
 * gallery: every eval image (``eval_im_names.txt``, 4,658) and every image of an eval query.
   VAL adds its own ``shoes-test-all.txt`` list, which is not part of the published files;
-  the eval names are the test split SAC quotes (REFERENCE.md §4);
+  the eval names are the test split SAC quotes (docs/papers.md §4);
 * the reference is removed from its own ranking (the evaluator's rule).
 
 Images: shorter side resized to the protocol's size, centre crop; loss
-``batch_classification`` (as on the other fashion datasets, REFERENCE.md §2-3).
+``batch_classification`` (as on the other fashion datasets, docs/papers.md §2-3).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def image_paths(root: Path) -> dict[str, str]:
 
 
 class ShoesLayout(DataLayout):
-    """Shoes' files (REFERENCE.md §1.5); ``data verify`` compares the caption, name-list and
+    """Shoes' files (docs/papers.md §1.5); ``data verify`` compares the caption, name-list and
     pair counts with the published ones."""
 
     folder = "shoes"
@@ -113,7 +113,7 @@ class ShoesLayout(DataLayout):
                 return sum(r in names and t in names for r, t, _ in read_captions(root))
             return count
 
-        src = "REFERENCE.md §1.5"
+        src = "docs/papers.md §1.5"
         return [
             PublishedCount(f"captions in {CAPTIONS}", 10_751, lambda root: len(read_captions(root)), src),
             PublishedCount(f"names in {TRAIN_NAMES}", 10_000, lambda root: len(read_names(root, TRAIN_NAMES)), src),
@@ -124,7 +124,9 @@ class ShoesLayout(DataLayout):
 
 
 class ShoesDataset(LocalImageDataset):
-    """``shoes`` (see the module docstring)."""
+    """``shoes`` (see the module docstring).
+
+    See docs/papers.md §1.5."""
 
     name = "shoes"
     version = 1

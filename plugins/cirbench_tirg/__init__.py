@@ -1,13 +1,13 @@
 """Reference plugin ``tirg``: TIRG (Vo et al., CVPR 2019), as its public code implements it.
 
-Two composers (REFERENCE.md §2; google/tirg ``img_text_composition_models.py``):
+Two composers (docs/papers.md §2; google/tirg ``img_text_composition_models.py``):
 
 * ``tirg``: gated residual composition of the image and text *vectors*
   (``TIRG.compose_img_text_features``): ``f = w_g * sigmoid(gate) * x + w_r * res``.
 * ``tirg-lastconv``: the same composition applied to the backbone's last feature *map*
   (``TIRGLastConv``), then average pool and the image fc.
 
-Choices where the paper and the code differ follow the code (REFERENCE.md §0 decision 4); the
+Choices where the paper and the code differ follow the code (docs/papers.md §0 decision 4); the
 plugin's README lists each of them and the options.
 """
 

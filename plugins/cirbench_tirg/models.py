@@ -1,4 +1,4 @@
-"""TIRG and TIRGLastConv (REFERENCE.md §2; google/tirg ``img_text_composition_models.py``).
+"""TIRG and TIRGLastConv (docs/papers.md §2; google/tirg ``img_text_composition_models.py``).
 
 Notation: ``x`` = image feature, ``t`` = text feature, ``d`` = the protocol's ``embed_dim``,
 ``[x, t]`` = concatenation along channels.
@@ -70,7 +70,7 @@ def _gate_branch(dim: int, gate_layers: int) -> nn.Sequential:
 
 
 class GatedResidualComposition(nn.Module):
-    """TIRG's composition of vectors, REFERENCE.md §2 (code: ``compose_img_text_features``):
+    """TIRG's composition of vectors, docs/papers.md §2 (code: ``compose_img_text_features``):
     ``f = w_g * sigmoid(gate([x, t])) (.) x + w_r * res([x, t])``.
 
     ``gate`` and ``res`` each have their own BatchNorm over ``[x, t]`` (as in the code: two
@@ -105,6 +105,7 @@ class GatedResidualComposition(nn.Module):
         return self.residual(torch.cat([x, t], dim=1))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """See docs/papers.md §2, E2.3."""
         z = torch.cat([x, t], dim=1)
         return self.w_g * torch.sigmoid(self.gate(z)) * x + self.w_r * self.residual(z)
 
@@ -122,7 +123,7 @@ def _conv_branch(channels: int, text_dim: int) -> nn.Sequential:
 
 
 class ConvGatedResidualComposition(nn.Module):
-    """TIRGLastConv's composition at map level (REFERENCE.md §2 "TIRGLastConv variant"; code:
+    """TIRGLastConv's composition at map level (docs/papers.md §2 "TIRGLastConv variant"; code:
     ``TIRGLastConv.compose_img_text``): with ``z = [m, tile(t)]``,
     ``m' = w_g * sigmoid(gate(z)) (.) m + w_r * mod(z)``, ``gate`` and ``mod`` two conv
     branches of the same shape (:func:`_conv_branch`) with their own weights."""
@@ -161,6 +162,8 @@ def tirg_param_groups(
     ``backbone`` (the ResNet trunk without the fc) at ``backbone_lr_mult * lr`` and ``rest``
     (text encoder, composition, normaliser) at ``lr``. Otherwise one group ``all`` at ``lr``.
     Only trainable parameters are listed; every one appears in exactly one group.
+
+    See docs/papers.md §2.
     """
     return image_encoder_param_groups(model, image_encoder, lr, pretrained, backbone_lr_mult)
 
@@ -235,7 +238,7 @@ class _TIRGBase(Composer):
 
 
 class TIRG(_TIRGBase):
-    """TIRG (REFERENCE.md §2; code: class ``TIRG``): ``f = w_g * gate (.) x + w_r * res`` on the
+    """TIRG (docs/papers.md §2; code: class ``TIRG``): ``f = w_g * gate (.) x + w_r * res`` on the
     image feature ``x`` and the text feature ``t`` (:class:`GatedResidualComposition`).
 
     Keywords (defaults = the public code): ``gate_layers`` 1 (code) or 2 (paper),
@@ -265,7 +268,7 @@ class TIRG(_TIRGBase):
 
 
 class TIRGLastConv(_TIRGBase):
-    """TIRGLastConv (REFERENCE.md §2 "TIRGLastConv variant"; code: class ``TIRGLastConv``):
+    """TIRGLastConv (docs/papers.md §2 "TIRGLastConv variant"; code: class ``TIRGLastConv``):
     the text tiled over the backbone's ``layer4`` map, ``m' = w_g * sigmoid(gate) (.) m +
     w_r * mod`` (:class:`ConvGatedResidualComposition`), then average pool and the image fc.
     The target is average pool + fc of the plain map (= :meth:`embed_target`).
