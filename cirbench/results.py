@@ -664,8 +664,9 @@ class ResultsStore:
 
     def check_writable(self, keys: Iterable[RunKey] = ()) -> None:
         """Check that a file can be created in the results folder and in the folder of each
-        of ``keys``, by creating and removing a temporary file there (folders created for the
-        check are removed again). Raises :class:`ResultsNotWritableError` naming the folder
+        of ``keys``, by creating and removing a temporary file there. Folders created for the
+        check stay (empty until their runs write into them): removing them again would race
+        with another runner probing or writing the same folder. Raises :class:`ResultsNotWritableError` naming the folder
         and the reason (a path component that is a file, no permission, read-only disk...)."""
         folders = dict.fromkeys([self.root, *(self.path(k).parent for k in keys)])
         for folder in folders:
@@ -689,11 +690,6 @@ class ResultsStore:
 
 
 def _probe_folder(folder: Path) -> None:
-    created: list[Path] = []
-    missing = folder
-    while not missing.exists() and missing.parent != missing:
-        created.append(missing)
-        missing = missing.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".cirbench-write-check.", suffix=".tmp", dir=folder)
@@ -707,9 +703,3 @@ def _probe_folder(folder: Path) -> None:
         elif exc.filename and Path(exc.filename) != folder:
             reason += f": {exc.filename}"
         raise ResultsNotWritableError(f"cannot write results in {folder} ({reason})") from exc
-    finally:
-        for d in created:  # deepest first
-            try:
-                d.rmdir()
-            except OSError:
-                pass

@@ -280,13 +280,30 @@ def test_run_key_refuses_a_negative_or_non_integer_seed():
 # --- can the results folder be written? --------------------------------------------------------
 
 
-def test_writable_check_passes_and_leaves_nothing(tmp_path):
+def test_writable_check_passes_and_leaves_no_file(tmp_path):
     store = ResultsStore(tmp_path / "new" / "results")
-    store.check_writable([KEY, RunKey(SMOKE, "css-synth", "concat", 1)])
-    assert list(tmp_path.iterdir()) == []  # the folders made for the check are removed again
+    keys = [KEY, RunKey(SMOKE, "css-synth", "concat", 1)]
+    store.check_writable(keys)
+    # the runs' folders stay, empty (removing them would race with another runner); no file
+    assert [p for p in tmp_path.rglob("*") if not p.is_dir()] == []
+    assert all(store.path(k).parent.is_dir() for k in keys)
     (tmp_path / "res").mkdir()
     ResultsStore(tmp_path / "res").check_writable([KEY])
-    assert list((tmp_path / "res").iterdir()) == []
+    assert [p for p in (tmp_path / "res").rglob("*") if not p.is_dir()] == []
+
+
+def test_writable_checks_of_several_runners_at_once_never_fail(tmp_path):
+    """Two runners probing the same new folders at the same moment (the grid's check before
+    training): the old check removed the folders it had made, under the other's feet, and the
+    other exited 2 ("cannot write results")."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def probe(i):
+        store = ResultsStore(tmp_path / f"round{i // 8}")
+        store.check_writable([KEY, RunKey(SMOKE, "css-synth", "concat", i % 3)])
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(probe, range(8 * 25)))  # 25 rounds of 8 simultaneous probes; raises if one fails
 
 
 def test_a_results_path_that_is_a_file_is_not_writable(tmp_path):
