@@ -364,3 +364,17 @@ def write_fashioniq_test(root: Path) -> Path:
         for k, a in enumerate(asins):
             write_image(root / "images" / f"{a}.jpg", 7000 + 100 * ci + k, size=(10, 12))
     return root
+
+
+def isolate_data_env(monkeypatch) -> None:
+    """What every local-data test starts from: no progress bars, no data location taken from
+    the user's environment (``$CIRBENCH_DATA`` and every ``$CIRBENCH_DATA_<NAME>``), one torch
+    thread."""
+    import os
+
+    import torch
+
+    monkeypatch.setenv("CIRBENCH_NO_PROGRESS", "1")
+    for var in [v for v in os.environ if v == "CIRBENCH_DATA" or v.startswith("CIRBENCH_DATA_")]:
+        monkeypatch.delenv(var, raising=False)
+    torch.set_num_threads(1)

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,7 +31,6 @@ from cirbench.data import (
     DatasetValidationWarning,
     Query,
     UnsafePathError,
-    dataset_env_var,
     find_inside,
     list_inside,
     resolve_under,
@@ -44,6 +42,7 @@ from cirbench.plugins import load_registry
 from cirbench.testing import RandomDataset
 from conftest import SMOKE
 from local_data_fixtures import (
+    isolate_data_env,
     css_content,
     save_py2_npy,
     shoe,
@@ -79,11 +78,7 @@ LOCAL = {
 
 @pytest.fixture(autouse=True)
 def _quiet(monkeypatch):
-    monkeypatch.setenv("CIRBENCH_NO_PROGRESS", "1")
-    for name in LOCAL:
-        monkeypatch.delenv(dataset_env_var(name), raising=False)
-    monkeypatch.delenv("CIRBENCH_DATA", raising=False)
-    torch.set_num_threads(1)
+    isolate_data_env(monkeypatch)
 
 
 def write(name: str, data_root: Path) -> Path:

@@ -30,7 +30,6 @@ from cirbench.data import (
     LocalImageDataset,
     Query,
     UnsupportedImageModeError,
-    dataset_env_var,
     decode_image,
     display_rgb,
     json_path,
@@ -46,6 +45,7 @@ from cirbench.evaluate import evaluate
 from cirbench.plugins import load_registry
 from conftest import SMOKE
 from local_data_fixtures import (
+    isolate_data_env,
     F200K_TEST,
     F200K_TRAIN,
     SHOES_EVAL,
@@ -67,11 +67,7 @@ LOCAL = ("fashion200k", "mit-states", "css", "fashioniq", "shoes", "birds-to-wor
 
 @pytest.fixture(autouse=True)
 def _quiet(monkeypatch):
-    monkeypatch.setenv("CIRBENCH_NO_PROGRESS", "1")
-    for name in LOCAL:
-        monkeypatch.delenv(dataset_env_var(name), raising=False)
-    monkeypatch.delenv("CIRBENCH_DATA", raising=False)
-    torch.set_num_threads(1)
+    isolate_data_env(monkeypatch)
 
 
 def pixel(path: Path) -> tuple[int, int, int]:

@@ -36,6 +36,7 @@ from cirbench.plugins import load_registry
 from cirbench.testing import CheckContext, parametrize_with_checks
 from conftest import SMOKE
 from local_data_fixtures import (
+    isolate_data_env,
     corrupt,
     css_content,
     f200k_path,
@@ -51,11 +52,7 @@ LOCAL = ("css", "css-2d", "fashion200k", "mit-states")
 
 @pytest.fixture(autouse=True)
 def _quiet(monkeypatch):
-    monkeypatch.setenv("CIRBENCH_NO_PROGRESS", "1")
-    for name in LOCAL:
-        monkeypatch.delenv(dataset_env_var(name), raising=False)
-    monkeypatch.delenv("CIRBENCH_DATA", raising=False)
-    torch.set_num_threads(1)
+    isolate_data_env(monkeypatch)
 
 
 @pytest.fixture
