@@ -33,6 +33,8 @@ measures it against a float32 product plus a top-50).
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Mapping, Sequence
 
 import torch
@@ -289,117 +291,133 @@ def _rank_and_top(
         else:
             gallery_unit[s : s + len(g)] = g.double() * inv_norm[s : s + 8192, None]
     tile_cols = min(tile_cols, n_pad)
-    buffers: dict[str, torch.Tensor] = {}
+    inf = torch.tensor(float("inf"), device=device)
+    best_all = torch.full((n_q,), float("-inf"), device=device)
+    best_pos_all = torch.full((n_q,), n_g, dtype=torch.long, device=device)
+    ranks = torch.zeros(n_q, dtype=torch.long, device=device)
 
-    def tile(name: str, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
-        """A contiguous ``[rows, cols]`` view of a buffer reused from tile to tile."""
-        if name not in buffers:
-            buffers[name] = torch.empty(tile_rows * tile_cols, dtype=dtype, device=device)
-        return buffers[name][: rows * cols].view(rows, cols)
+    def ahead_of_best(rows: torch.Tensor, cols: torch.Tensor, exact: torch.Tensor | None = None) -> torch.Tensor:
+        """Whether each pair ``(rows, cols)`` ranks before its row's best target (bool)."""
+        if exact is None:
+            exact = exact_pair_scores(query_unit, gallery_emb, inv_norm, rows, cols)
+        b = best_all[rows]
+        return (exact > b) | ((exact == b) & (cols < best_pos_all[rows]))
 
-    with _full_float32_matmul():
-        for start in range(0, n_q, chunk):
-            stop = min(start + chunk, n_q)
-            if not wanted[start:stop].any():
-                continue
-            # exact scores of the targets; best target of each row: highest exact score, then
-            # earliest position (-inf and n_g for a row without a target)
-            lo, hi = torch.searchsorted(t_rows_t, torch.tensor([start, stop])).tolist()
+    # per chunk of queries: exact scores of the targets and the best target of each row
+    # (highest exact score, then earliest position; -inf and n_g for a row without a target);
+    # queries with a candidate list: exact scores of their candidates only
+    for start in range(0, n_q, chunk):
+        stop = min(start + chunk, n_q)
+        lo, hi = torch.searchsorted(t_rows_t, torch.tensor([start, stop])).tolist()
+        if lo < hi:
             tr, tc = t_rows_t[lo:hi].to(device), t_cols_t[lo:hi].to(device)
             t_score = exact_pair_scores(query_unit, gallery_emb, inv_norm, tr, tc)
-            best = torch.full((stop - start,), float("-inf"), device=device)
-            best.scatter_reduce_(0, tr - start, t_score, "amax")
-            is_best = t_score == best[tr - start]
-            best_pos = torch.full((stop - start,), n_g, dtype=torch.long, device=device)
-            best_pos.scatter_reduce_(0, (tr - start)[is_best], tc[is_best], "amin")
-            ranks = torch.zeros(stop - start, dtype=torch.long, device=device)
+            best_all.scatter_reduce_(0, tr, t_score, "amax")
+            is_best = t_score == best_all[tr]
+            best_pos_all.scatter_reduce_(0, tr[is_best], tc[is_best], "amin")
+        lo, hi = torch.searchsorted(c_rows_t, torch.tensor([start, stop])).tolist()
+        if lo < hi:
+            cr, cc = c_rows_t[lo:hi].to(device), c_cols_t[lo:hi].to(device)
+            exact = exact_pair_scores(query_unit, gallery_emb, inv_norm, cr, cc)
+            ranks.index_add_(0, cr, ahead_of_best(cr, cc, exact).long())
+            if k:
+                for r, cols in enumerate(_exact_top_k(cr - start, cc, exact, k, stop - start)):
+                    if restricted[start + r]:
+                        tops[start + r] = [id_list[c] for c in cols]
 
-            def count_before(rows: torch.Tensor, cols: torch.Tensor, exact: torch.Tensor | None = None) -> None:
-                """Add to ``ranks`` the pairs that rank before their row's best target."""
-                if exact is None:
-                    exact = exact_pair_scores(query_unit, gallery_emb, inv_norm, rows, cols)
-                r = rows - start
-                ahead = (exact > best[r]) | ((exact == best[r]) & (cols < best_pos[r]))
-                ranks.scatter_add_(0, r, ahead.long())
+    buffers: dict[tuple[int, str], torch.Tensor] = {}
 
-            # queries with a candidate list: exact scores of their candidates only
-            lo, hi = torch.searchsorted(c_rows_t, torch.tensor([start, stop])).tolist()
-            if lo < hi:
-                cr, cc = c_rows_t[lo:hi].to(device), c_cols_t[lo:hi].to(device)
-                exact = exact_pair_scores(query_unit, gallery_emb, inv_norm, cr, cc)
-                count_before(cr, cc, exact)
-                if k:
-                    for r, cols in enumerate(_exact_top_k(cr - start, cc, exact, k, stop - start)):
-                        if restricted[start + r]:
-                            tops[start + r] = [id_list[c] for c in cols]
-            # the others: float32 products tile by tile; exact scores only where the fast ones
-            # cannot decide (within the bound of the best target's score; near-ties of the top-k)
-            rows = torch.nonzero(fast_rows[start:stop]).flatten() + start
-            for b0 in range(0, len(rows), tile_rows):
-                block = rows[b0 : b0 + tile_rows]
-                m, block_d = len(block), block.to(device)
-                q32 = query_unit.index_select(0, block_d).float()
-                b = best[block_d - start].double()
-                # thresholds rounded outwards to float32, so the bound holds after rounding;
-                # +inf for a row without a target (nothing counted)
-                aimed = torch.isfinite(b)
-                inf = torch.tensor(float("inf"), device=device)
-                upper = torch.where(aimed, torch.nextafter((b + bound).float(), inf), inf).unsqueeze(1)
-                lower = torch.where(aimed, torch.nextafter((b - bound).float(), -inf), inf).unsqueeze(1)
-                any_aimed = bool(aimed.any())
-                refs = ref_cols_t[block].to(device)
-                counted = torch.zeros(m, dtype=torch.long, device=device)
-                win_r: list[torch.Tensor] = []
-                win_c: list[torch.Tensor] = []
-                n_tiles = -(-n_pad // tile_cols)
-                kt_max = min(k + TOP_K_MARGIN, tile_cols)
-                if k:
-                    top_v = torch.full((m, n_tiles * kt_max), float("-inf"), device=device)
-                    top_c = torch.zeros(m, n_tiles * kt_max, dtype=torch.long, device=device)
-                    cut = torch.full((m, n_tiles), float("-inf"), device=device)  # k-th value of a cut tile
-                for t, c0 in enumerate(range(0, n_pad, tile_cols)):
-                    w = min(tile_cols, n_pad - c0)
-                    s = tile("scores", m, w, torch.float32)
-                    torch.mm(q32, gallery_unit[c0 : c0 + w].t(), out=s)
-                    if c0 + w > n_g:
-                        s[:, n_g - c0 :] = float("-inf")  # padding
-                    mine = (refs >= c0) & (refs < c0 + w)
-                    s[mine.nonzero().flatten(), refs[mine] - c0] = float("-inf")  # the reference
-                    if any_aimed:
-                        window = tile("window", m, w, torch.bool)
-                        torch.ge(s, lower, out=window)  # ahead of the best target, or within the bound
-                        # int64 words holding a True: at least 1/8 of the Trues, at most all of them
-                        if int(torch.count_nonzero(window.view(torch.int64))) <= SPARSE_ENTRIES_PER_QUERY * m:
-                            # few (small ranks, as after training): split them by the upper threshold
-                            r, c = _true_positions(window)
-                            ahead = s[r, c] > upper[r, 0]
-                            counted.index_add_(0, r[ahead], torch.ones_like(r[ahead]))
-                            win_r.append(r[~ahead])
-                            win_c.append(c[~ahead] + c0)
-                        else:
-                            above = tile("above", m, w, torch.bool)
-                            torch.gt(s, upper, out=above)
-                            counted += _true_counts(above)
-                            torch.bitwise_xor(window, above, out=window)  # lower <= s <= upper
-                            r, c = _true_positions(window)
-                            win_r.append(r)
-                            win_c.append(c + c0)
-                    if k:
-                        kt = min(kt_max, w)
-                        v, i = torch.topk(s, kt, dim=1)
-                        top_v[:, t * kt_max : t * kt_max + kt] = v
-                        top_c[:, t * kt_max : t * kt_max + kt] = i + c0
-                        if kt < w:
-                            cut[:, t] = v[:, -1]
-                if win_r:
-                    r, c = torch.cat(win_r), torch.cat(win_c)
-                    count_before(block_d[r], c)
-                ranks.index_add_(0, block_d - start, counted)
-                if k:
-                    _top_of_block(k, block, block_d, q32, refs, top_v, top_c, cut, separated, query_unit,
-                                  gallery_emb, gallery_unit, inv_norm, n_g, id_list, tops)
-            done = has_target[start:stop]
-            out[start:stop][done] = ranks.cpu()[done]
+    def tile(name: str, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
+        """A contiguous ``[rows, cols]`` view of this thread's buffer, reused from tile to tile."""
+        key = (threading.get_ident(), name)
+        if key not in buffers:
+            buffers[key] = torch.empty(tile_rows * tile_cols, dtype=dtype, device=device)
+        return buffers[key][: rows * cols].view(rows, cols)
+
+    def scan(block: torch.Tensor) -> torch.Tensor:
+        """Fast pass over the rows ``block`` (global indices, CPU): per row, the number of
+        entries ranked before its best target; writes the rows' top-k into ``tops``."""
+        m, block_d = len(block), block.to(device)
+        q32 = query_unit.index_select(0, block_d).float()
+        b = best_all[block_d].double()
+        # thresholds rounded outwards to float32, so the bound holds after rounding; +inf for
+        # a row without a target (nothing counted)
+        aimed = torch.isfinite(b)
+        upper = torch.where(aimed, torch.nextafter((b + bound).float(), inf), inf).unsqueeze(1)
+        lower = torch.where(aimed, torch.nextafter((b - bound).float(), -inf), inf).unsqueeze(1)
+        any_aimed = bool(aimed.any())
+        refs = ref_cols_t[block].to(device)
+        counted = torch.zeros(m, dtype=torch.long, device=device)
+        win_r: list[torch.Tensor] = []
+        win_c: list[torch.Tensor] = []
+        n_tiles = -(-n_pad // tile_cols)
+        kt_max = min(k + TOP_K_MARGIN, tile_cols)
+        if k:
+            top_v = torch.full((m, n_tiles * kt_max), float("-inf"), device=device)
+            top_c = torch.zeros(m, n_tiles * kt_max, dtype=torch.long, device=device)
+            cut = torch.full((m, n_tiles), float("-inf"), device=device)  # k-th value of a cut tile
+        for t, c0 in enumerate(range(0, n_pad, tile_cols)):
+            w = min(tile_cols, n_pad - c0)
+            s = tile("scores", m, w, torch.float32)
+            torch.mm(q32, gallery_unit[c0 : c0 + w].t(), out=s)
+            if c0 + w > n_g:
+                s[:, n_g - c0 :] = float("-inf")  # padding
+            mine = (refs >= c0) & (refs < c0 + w)
+            s[mine.nonzero().flatten(), refs[mine] - c0] = float("-inf")  # the reference
+            if any_aimed:
+                window = tile("window", m, w, torch.bool)
+                torch.ge(s, lower, out=window)  # ahead of the best target, or within the bound
+                # int64 words holding a True: at least 1/8 of the Trues, at most all of them
+                if int(torch.count_nonzero(window.view(torch.int64))) <= SPARSE_ENTRIES_PER_QUERY * m:
+                    # few (small ranks, as after training): split them by the upper threshold
+                    r, c = _true_positions(window)
+                    ahead = s[r, c] > upper[r, 0]
+                    counted.index_add_(0, r[ahead], torch.ones_like(r[ahead]))
+                    win_r.append(r[~ahead])
+                    win_c.append(c[~ahead] + c0)
+                else:
+                    above = tile("above", m, w, torch.bool)
+                    torch.gt(s, upper, out=above)
+                    counted += _true_counts(above)
+                    torch.bitwise_xor(window, above, out=window)  # lower <= s <= upper
+                    r, c = _true_positions(window)
+                    win_r.append(r)
+                    win_c.append(c + c0)
+            if k:
+                kt = min(kt_max, w)
+                v, i = torch.topk(s, kt, dim=1)
+                top_v[:, t * kt_max : t * kt_max + kt] = v
+                top_c[:, t * kt_max : t * kt_max + kt] = i + c0
+                if kt < w:
+                    cut[:, t] = v[:, -1]
+        if win_r:  # the entries within the bound: exact scores and the tie rule
+            r, c = torch.cat(win_r), torch.cat(win_c)
+            counted.index_add_(0, r, ahead_of_best(block_d[r], c).long())
+        if k:
+            _top_of_block(k, block, block_d, q32, refs, top_v, top_c, cut, separated, query_unit,
+                          gallery_emb, gallery_unit, inv_norm, n_g, id_list, tops)
+        return counted
+
+    # the others: float32 products tile by tile; exact scores only where the fast ones cannot
+    # decide (within the bound of the best target's score; near-ties of the top-k). On the
+    # CPU, row blocks run in parallel threads with one thread per product and compare each
+    # (no barrier between the threads of every small operation)
+    rows = torch.nonzero(fast_rows).flatten()
+    blocks = list(torch.split(rows, tile_rows)) if len(rows) else []
+    threads = torch.get_num_threads() if device.type == "cpu" else 1
+    with _full_float32_matmul():
+        if threads > 1 and len(blocks) > 1:
+            torch.set_num_threads(1)
+            try:
+                with ThreadPoolExecutor(min(threads, len(blocks))) as pool:
+                    counts = list(pool.map(scan, blocks))
+            finally:
+                torch.set_num_threads(threads)
+        else:
+            counts = [scan(block) for block in blocks]
+    for block, counted in zip(blocks, counts):
+        ranks.index_add_(0, block.to(device), counted)
+    out[has_target] = ranks.cpu()[has_target]
     return out, tops
 
 
