@@ -167,14 +167,14 @@ def _true_positions(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 #: when the entries at or above the lower threshold fill at most this many 8-entry words per
 #: query of a tile, their positions are taken and split by the upper threshold (one compare
 #: pass fewer); else a second compare finds the entries above the upper threshold
-SPARSE_ENTRIES_PER_QUERY = 256
+SPARSE_ENTRIES_PER_QUERY = 16
 
 #: on the CPU the fast pass works on tiles of at most ``TILE_ROWS`` queries x ``TILE_COLUMNS``
 #: gallery entries (2 MB of float32 scores): each tile's product is compared, counted and
 #: searched for its top-k while it is still in the cache. On other devices a tile is a whole
 #: chunk (one product per chunk). Tiles change the speed only, never a rank or a top-k id.
-TILE_ROWS = 128
-TILE_COLUMNS = 4096
+TILE_ROWS = 512
+TILE_COLUMNS = 2048
 
 #: each tile's top-k keeps this many entries more than ``k``, so that near-ties at the k-th
 #: place seldom need the slow path (a query's whole row searched again)
@@ -194,6 +194,30 @@ class _full_float32_matmul:
     def __exit__(self, *exc):
         if self.prev != "highest":
             torch.set_float32_matmul_precision(self.prev)
+        return False
+
+
+class _worker_threads:
+    """``map`` over parallel threads on a CPU with several torch threads: each worker (and
+    the caller, meanwhile) runs its operations on one thread, so that many small operations
+    do not wait at a barrier of torch's threads after every one (costly when other processes
+    share the cores). Elsewhere the built-in ``map``. Restores the thread count on exit."""
+
+    def __init__(self, device: torch.device):
+        self.threads = torch.get_num_threads() if device.type == "cpu" else 1
+        self.pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self):
+        if self.threads <= 1:
+            return map
+        torch.set_num_threads(1)
+        self.pool = ThreadPoolExecutor(self.threads, initializer=torch.set_num_threads, initargs=(1,))
+        return self.pool.map
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.shutdown()
+            torch.set_num_threads(self.threads)
         return False
 
 
@@ -264,161 +288,152 @@ def _rank_and_top(
     wanted = has_target | (k > 0 and n_g > 0)  # the queries that need any work
     if not wanted.any():
         return out, tops
-    dim = query_emb.shape[1]
-    bound = score_error_bound(max(dim, 1))  # d = 0: every product is exactly 0
-    # two fast scores further apart than this have exact scores in the same order (the
-    # float64 differences of float32 scores, |s| <= 1 + bound, are within 2**-52 of exact)
-    separated = 2 * bound + 1e-15
-    query_unit = F.normalize(query_emb.to(device).double(), dim=1, eps=1e-12)
-    fast_rows = wanted & ~restricted_t
-    if device.type == "cpu":
-        tile_rows, tile_cols = TILE_ROWS, TILE_COLUMNS
-    else:
-        tile_rows, tile_cols = chunk, -(-max(n_g, 1) // 8) * 8
-    # the gallery's inverse float64 norms, and (for the fast pass) its float32 unit rows, zero
-    # rows appended up to whole tiles of 8-entry words; converted in slices (never a float64
-    # copy of the whole gallery)
-    n_pad = -(-n_g // 8) * 8
-    inv_norm = torch.empty(n_g, dtype=torch.float64, device=device)
-    gallery_unit = torch.zeros(n_pad, dim, dtype=torch.float32, device=device) if fast_rows.any() else None
-    for s in range(0, n_g, 8192):
-        g = gallery_emb[s : s + 8192]
-        inv_norm[s : s + 8192] = 1.0 / torch.linalg.vector_norm(g, dim=1, dtype=torch.float64).clamp_min_(1e-12)
-        if gallery_unit is None:
-            continue
-        if g.dtype == torch.float32:  # a float32 product: within 2u of the float64 unit row
-            torch.mul(g, inv_norm[s : s + 8192, None].float(), out=gallery_unit[s : s + len(g)])
+    with _worker_threads(device) as pmap:
+        dim = query_emb.shape[1]
+        bound = score_error_bound(max(dim, 1))  # d = 0: every product is exactly 0
+        # two fast scores further apart than this have exact scores in the same order (the
+        # float64 differences of float32 scores, |s| <= 1 + bound, are within 2**-52 of exact)
+        separated = 2 * bound + 1e-15
+        query_unit = F.normalize(query_emb.to(device).double(), dim=1, eps=1e-12)
+        fast_rows = wanted & ~restricted_t
+        if device.type == "cpu":
+            tile_rows, tile_cols = TILE_ROWS, TILE_COLUMNS
         else:
-            gallery_unit[s : s + len(g)] = g.double() * inv_norm[s : s + 8192, None]
-    tile_cols = min(tile_cols, n_pad)
-    inf = torch.tensor(float("inf"), device=device)
-    best_all = torch.full((n_q,), float("-inf"), device=device)
-    best_pos_all = torch.full((n_q,), n_g, dtype=torch.long, device=device)
-    ranks = torch.zeros(n_q, dtype=torch.long, device=device)
+            tile_rows, tile_cols = chunk, -(-max(n_g, 1) // 8) * 8
+        # the gallery's inverse float64 norms, and (for the fast pass) its float32 unit rows, zero
+        # rows appended up to whole 8-entry words; converted in slices of a few hundred rows (no
+        # float64 copy of the gallery: large temporaries cost more in page faults than in arithmetic)
+        n_pad = -(-n_g // 8) * 8
+        inv_norm = torch.empty(n_g, dtype=torch.float64, device=device)
+        gallery_unit = torch.empty(n_pad, dim, dtype=torch.float32, device=device) if fast_rows.any() else None
+        if gallery_unit is not None:
+            gallery_unit[n_g:] = 0.0
+        step = 256
 
-    def ahead_of_best(rows: torch.Tensor, cols: torch.Tensor, exact: torch.Tensor | None = None) -> torch.Tensor:
-        """Whether each pair ``(rows, cols)`` ranks before its row's best target (bool)."""
-        if exact is None:
-            exact = exact_pair_scores(query_unit, gallery_emb, inv_norm, rows, cols)
-        b = best_all[rows]
-        return (exact > b) | ((exact == b) & (cols < best_pos_all[rows]))
+        def prepare(s: int) -> None:
+            g = gallery_emb[s : s + step]
+            inv_norm[s : s + step] = 1.0 / torch.linalg.vector_norm(g, dim=1, dtype=torch.float64).clamp_min_(1e-12)
+            if gallery_unit is None:
+                return
+            if g.dtype == torch.float32:  # a float32 product: within 2u of the float64 unit row
+                torch.mul(g, inv_norm[s : s + step, None].float(), out=gallery_unit[s : s + len(g)])
+            else:
+                gallery_unit[s : s + len(g)] = g.double() * inv_norm[s : s + step, None]
 
-    # per chunk of queries: exact scores of the targets and the best target of each row
-    # (highest exact score, then earliest position; -inf and n_g for a row without a target);
-    # queries with a candidate list: exact scores of their candidates only
-    for start in range(0, n_q, chunk):
-        stop = min(start + chunk, n_q)
-        lo, hi = torch.searchsorted(t_rows_t, torch.tensor([start, stop])).tolist()
-        if lo < hi:
-            tr, tc = t_rows_t[lo:hi].to(device), t_cols_t[lo:hi].to(device)
-            t_score = exact_pair_scores(query_unit, gallery_emb, inv_norm, tr, tc)
-            best_all.scatter_reduce_(0, tr, t_score, "amax")
-            is_best = t_score == best_all[tr]
-            best_pos_all.scatter_reduce_(0, tr[is_best], tc[is_best], "amin")
-        lo, hi = torch.searchsorted(c_rows_t, torch.tensor([start, stop])).tolist()
-        if lo < hi:
-            cr, cc = c_rows_t[lo:hi].to(device), c_cols_t[lo:hi].to(device)
-            exact = exact_pair_scores(query_unit, gallery_emb, inv_norm, cr, cc)
-            ranks.index_add_(0, cr, ahead_of_best(cr, cc, exact).long())
+        list(pmap(prepare, range(0, n_g, step)))
+        tile_cols = min(tile_cols, n_pad)
+        inf = torch.tensor(float("inf"), device=device)
+        best_all = torch.full((n_q,), float("-inf"), device=device)
+        best_pos_all = torch.full((n_q,), n_g, dtype=torch.long, device=device)
+        ranks = torch.zeros(n_q, dtype=torch.long, device=device)
+
+        def ahead_of_best(rows: torch.Tensor, cols: torch.Tensor, exact: torch.Tensor | None = None) -> torch.Tensor:
+            """Whether each pair ``(rows, cols)`` ranks before its row's best target (bool)."""
+            if exact is None:
+                exact = exact_pair_scores(query_unit, gallery_emb, inv_norm, rows, cols)
+            b = best_all[rows]
+            return (exact > b) | ((exact == b) & (cols < best_pos_all[rows]))
+
+        # per chunk of queries: exact scores of the targets and the best target of each row
+        # (highest exact score, then earliest position; -inf and n_g for a row without a target);
+        # queries with a candidate list: exact scores of their candidates only
+        for start in range(0, n_q, chunk):
+            stop = min(start + chunk, n_q)
+            lo, hi = torch.searchsorted(t_rows_t, torch.tensor([start, stop])).tolist()
+            if lo < hi:
+                tr, tc = t_rows_t[lo:hi].to(device), t_cols_t[lo:hi].to(device)
+                t_score = exact_pair_scores(query_unit, gallery_emb, inv_norm, tr, tc)
+                best_all.scatter_reduce_(0, tr, t_score, "amax")
+                is_best = t_score == best_all[tr]
+                best_pos_all.scatter_reduce_(0, tr[is_best], tc[is_best], "amin")
+            lo, hi = torch.searchsorted(c_rows_t, torch.tensor([start, stop])).tolist()
+            if lo < hi:
+                cr, cc = c_rows_t[lo:hi].to(device), c_cols_t[lo:hi].to(device)
+                exact = exact_pair_scores(query_unit, gallery_emb, inv_norm, cr, cc)
+                ranks.index_add_(0, cr, ahead_of_best(cr, cc, exact).long())
+                if k:
+                    for r, cols in enumerate(_exact_top_k(cr - start, cc, exact, k, stop - start)):
+                        if restricted[start + r]:
+                            tops[start + r] = [id_list[c] for c in cols]
+
+        buffers: dict[tuple[int, str], torch.Tensor] = {}
+
+        def tile(name: str, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
+            """A contiguous ``[rows, cols]`` view of this thread's buffer, reused from tile to tile."""
+            key = (threading.get_ident(), name)
+            if key not in buffers:
+                buffers[key] = torch.empty(tile_rows * tile_cols, dtype=dtype, device=device)
+            return buffers[key][: rows * cols].view(rows, cols)
+
+        def scan(block: torch.Tensor) -> torch.Tensor:
+            """Fast pass over the rows ``block`` (global indices, CPU): per row, the number of
+            entries ranked before its best target; writes the rows' top-k into ``tops``."""
+            m, block_d = len(block), block.to(device)
+            q32 = query_unit.index_select(0, block_d).float()
+            b = best_all[block_d].double()
+            # thresholds rounded outwards to float32, so the bound holds after rounding; +inf for
+            # a row without a target (nothing counted)
+            aimed = torch.isfinite(b)
+            upper = torch.where(aimed, torch.nextafter((b + bound).float(), inf), inf).unsqueeze(1)
+            lower = torch.where(aimed, torch.nextafter((b - bound).float(), -inf), inf).unsqueeze(1)
+            any_aimed = bool(aimed.any())
+            refs = ref_cols_t[block].to(device)
+            counted = torch.zeros(m, dtype=torch.long, device=device)
+            n_tiles = -(-n_pad // tile_cols)
+            kt_max = min(k + TOP_K_MARGIN, tile_cols)
             if k:
-                for r, cols in enumerate(_exact_top_k(cr - start, cc, exact, k, stop - start)):
-                    if restricted[start + r]:
-                        tops[start + r] = [id_list[c] for c in cols]
-
-    buffers: dict[tuple[int, str], torch.Tensor] = {}
-
-    def tile(name: str, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
-        """A contiguous ``[rows, cols]`` view of this thread's buffer, reused from tile to tile."""
-        key = (threading.get_ident(), name)
-        if key not in buffers:
-            buffers[key] = torch.empty(tile_rows * tile_cols, dtype=dtype, device=device)
-        return buffers[key][: rows * cols].view(rows, cols)
-
-    def scan(block: torch.Tensor) -> torch.Tensor:
-        """Fast pass over the rows ``block`` (global indices, CPU): per row, the number of
-        entries ranked before its best target; writes the rows' top-k into ``tops``."""
-        m, block_d = len(block), block.to(device)
-        q32 = query_unit.index_select(0, block_d).float()
-        b = best_all[block_d].double()
-        # thresholds rounded outwards to float32, so the bound holds after rounding; +inf for
-        # a row without a target (nothing counted)
-        aimed = torch.isfinite(b)
-        upper = torch.where(aimed, torch.nextafter((b + bound).float(), inf), inf).unsqueeze(1)
-        lower = torch.where(aimed, torch.nextafter((b - bound).float(), -inf), inf).unsqueeze(1)
-        any_aimed = bool(aimed.any())
-        refs = ref_cols_t[block].to(device)
-        counted = torch.zeros(m, dtype=torch.long, device=device)
-        win_r: list[torch.Tensor] = []
-        win_c: list[torch.Tensor] = []
-        n_tiles = -(-n_pad // tile_cols)
-        kt_max = min(k + TOP_K_MARGIN, tile_cols)
-        if k:
-            top_v = torch.full((m, n_tiles * kt_max), float("-inf"), device=device)
-            top_c = torch.zeros(m, n_tiles * kt_max, dtype=torch.long, device=device)
-            cut = torch.full((m, n_tiles), float("-inf"), device=device)  # k-th value of a cut tile
-        for t, c0 in enumerate(range(0, n_pad, tile_cols)):
-            w = min(tile_cols, n_pad - c0)
-            s = tile("scores", m, w, torch.float32)
-            torch.mm(q32, gallery_unit[c0 : c0 + w].t(), out=s)
-            if c0 + w > n_g:
-                s[:, n_g - c0 :] = float("-inf")  # padding
-            mine = (refs >= c0) & (refs < c0 + w)
-            s[mine.nonzero().flatten(), refs[mine] - c0] = float("-inf")  # the reference
-            if any_aimed:
-                window = tile("window", m, w, torch.bool)
-                torch.ge(s, lower, out=window)  # ahead of the best target, or within the bound
-                # int64 words holding a True: at least 1/8 of the Trues, at most all of them
-                if int(torch.count_nonzero(window.view(torch.int64))) <= SPARSE_ENTRIES_PER_QUERY * m:
-                    # few (small ranks, as after training): split them by the upper threshold
-                    r, c = _true_positions(window)
-                    ahead = s[r, c] > upper[r, 0]
-                    counted.index_add_(0, r[ahead], torch.ones_like(r[ahead]))
-                    win_r.append(r[~ahead])
-                    win_c.append(c[~ahead] + c0)
-                else:
-                    above = tile("above", m, w, torch.bool)
-                    torch.gt(s, upper, out=above)
-                    counted += _true_counts(above)
-                    torch.bitwise_xor(window, above, out=window)  # lower <= s <= upper
-                    r, c = _true_positions(window)
-                    win_r.append(r)
-                    win_c.append(c + c0)
+                top_v = torch.full((m, n_tiles * kt_max), float("-inf"), device=device)
+                top_c = torch.zeros(m, n_tiles * kt_max, dtype=torch.long, device=device)
+                cut = torch.full((m, n_tiles), float("-inf"), device=device)  # k-th value of a cut tile
+            for t, c0 in enumerate(range(0, n_pad, tile_cols)):
+                w = min(tile_cols, n_pad - c0)
+                s = tile("scores", m, w, torch.float32)
+                torch.mm(q32, gallery_unit[c0 : c0 + w].t(), out=s)
+                if c0 + w > n_g:
+                    s[:, n_g - c0 :] = float("-inf")  # padding
+                mine = (refs >= c0) & (refs < c0 + w)
+                s[mine.nonzero().flatten(), refs[mine] - c0] = float("-inf")  # the reference
+                if any_aimed:
+                    window = tile("window", m, w, torch.bool)
+                    torch.ge(s, lower, out=window)  # ahead of the best target, or within the bound
+                    # int64 words holding a True: at least 1/8 of the Trues, at most all of them
+                    if int(torch.count_nonzero(window.view(torch.int64))) <= SPARSE_ENTRIES_PER_QUERY * m:
+                        # few (small ranks, as after training): split them by the upper threshold
+                        r, c = _true_positions(window)
+                        ahead = s[r, c] > upper[r, 0]
+                        counted.index_add_(0, r[ahead], torch.ones_like(r[ahead]))
+                        r, c = r[~ahead], c[~ahead]
+                    else:
+                        above = tile("above", m, w, torch.bool)
+                        torch.gt(s, upper, out=above)
+                        counted += _true_counts(above)
+                        torch.bitwise_xor(window, above, out=window)  # lower <= s <= upper
+                        r, c = _true_positions(window)
+                    # the entries within the bound: exact scores (while the tile's gallery rows are
+                    # in the cache) and the tie rule
+                    counted.index_add_(0, r, ahead_of_best(block_d[r], c + c0).long())
+                if k:
+                    kt = min(kt_max, w)
+                    v, i = torch.topk(s, kt, dim=1)
+                    top_v[:, t * kt_max : t * kt_max + kt] = v
+                    top_c[:, t * kt_max : t * kt_max + kt] = i + c0
+                    if kt < w:
+                        cut[:, t] = v[:, -1]
             if k:
-                kt = min(kt_max, w)
-                v, i = torch.topk(s, kt, dim=1)
-                top_v[:, t * kt_max : t * kt_max + kt] = v
-                top_c[:, t * kt_max : t * kt_max + kt] = i + c0
-                if kt < w:
-                    cut[:, t] = v[:, -1]
-        if win_r:  # the entries within the bound: exact scores and the tie rule
-            r, c = torch.cat(win_r), torch.cat(win_c)
-            counted.index_add_(0, r, ahead_of_best(block_d[r], c).long())
-        if k:
-            _top_of_block(k, block, block_d, q32, refs, top_v, top_c, cut, separated, query_unit,
-                          gallery_emb, gallery_unit, inv_norm, n_g, id_list, tops)
-        return counted
+                _top_of_block(k, block, block_d, q32, refs, top_v, top_c, cut, separated, query_unit,
+                              gallery_emb, gallery_unit, inv_norm, n_g, id_list, tops)
+            return counted
 
-    # the others: float32 products tile by tile; exact scores only where the fast ones cannot
-    # decide (within the bound of the best target's score; near-ties of the top-k). On the
-    # CPU, row blocks run in parallel threads with one thread per product and compare each
-    # (no barrier between the threads of every small operation)
-    rows = torch.nonzero(fast_rows).flatten()
-    blocks = list(torch.split(rows, tile_rows)) if len(rows) else []
-    threads = torch.get_num_threads() if device.type == "cpu" else 1
-    with _full_float32_matmul():
-        if threads > 1 and len(blocks) > 1:
-            torch.set_num_threads(1)
-            try:
-                with ThreadPoolExecutor(min(threads, len(blocks))) as pool:
-                    counts = list(pool.map(scan, blocks))
-            finally:
-                torch.set_num_threads(threads)
-        else:
-            counts = [scan(block) for block in blocks]
-    for block, counted in zip(blocks, counts):
-        ranks.index_add_(0, block.to(device), counted)
-    out[has_target] = ranks.cpu()[has_target]
-    return out, tops
+        # the others: float32 products tile by tile; exact scores only where the fast ones cannot
+        # decide (within the bound of the best target's score; near-ties of the top-k)
+        rows = torch.nonzero(fast_rows).flatten()
+        blocks = list(torch.split(rows, tile_rows)) if len(rows) else []
+        with _full_float32_matmul():
+            counts = list(pmap(scan, blocks))
+        for block, counted in zip(blocks, counts):
+            ranks.index_add_(0, block.to(device), counted)
+        out[has_target] = ranks.cpu()[has_target]
+        return out, tops
 
 
 def _top_of_block(k, block, block_d, q32, refs, top_v, top_c, cut, separated, query_unit, gallery_emb,
