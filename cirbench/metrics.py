@@ -173,7 +173,7 @@ SPARSE_ENTRIES_PER_QUERY = 16
 #: gallery entries (2 MB of float32 scores): each tile's product is compared, counted and
 #: searched for its top-k while it is still in the cache. On other devices a tile is a whole
 #: chunk (one product per chunk). Tiles change the speed only, never a rank or a top-k id.
-TILE_ROWS = 512
+TILE_ROWS = 256
 TILE_COLUMNS = 2048
 
 #: each tile's top-k keeps this many entries more than ``k``, so that near-ties at the k-th
@@ -379,12 +379,13 @@ def _rank_and_top(
             any_aimed = bool(aimed.any())
             refs = ref_cols_t[block].to(device)
             counted = torch.zeros(m, dtype=torch.long, device=device)
-            n_tiles = -(-n_pad // tile_cols)
-            kt_max = min(k + TOP_K_MARGIN, tile_cols)
+            # each row's best fast scores so far (kept: the entries that may still be in the
+            # exact top-k), and the largest fast score left out of them
+            width = k + TOP_K_MARGIN
             if k:
-                top_v = torch.full((m, n_tiles * kt_max), float("-inf"), device=device)
-                top_c = torch.zeros(m, n_tiles * kt_max, dtype=torch.long, device=device)
-                cut = torch.full((m, n_tiles), float("-inf"), device=device)  # k-th value of a cut tile
+                top_v = torch.full((m, width), float("-inf"), device=device)
+                top_c = torch.zeros(m, width, dtype=torch.long, device=device)
+                cut = torch.full((m, 1), float("-inf"), device=device)
             for t, c0 in enumerate(range(0, n_pad, tile_cols)):
                 w = min(tile_cols, n_pad - c0)
                 s = tile("scores", m, w, torch.float32)
@@ -412,13 +413,31 @@ def _rank_and_top(
                     # the entries within the bound: exact scores (while the tile's gallery rows are
                     # in the cache) and the tie rule
                     counted.index_add_(0, r, ahead_of_best(block_d[r], c + c0).long())
-                if k:
-                    kt = min(kt_max, w)
+                if k and t == 0:
+                    kt = min(width, w)
                     v, i = torch.topk(s, kt, dim=1)
-                    top_v[:, t * kt_max : t * kt_max + kt] = v
-                    top_c[:, t * kt_max : t * kt_max + kt] = i + c0
+                    top_v[:, :kt], top_c[:, :kt] = v, i + c0
                     if kt < w:
-                        cut[:, t] = v[:, -1]
+                        cut[:, 0] = v[:, -1]
+                elif k:
+                    # only entries at or above the k-th best so far less the separation can
+                    # still be among the candidates (the k-th best only rises): find them
+                    # with one compare, merge them into the kept ones
+                    least = torch.nextafter((top_v[:, k - 1].double() - separated).float(), -inf)
+                    hits = tile("hits", m, w, torch.bool)
+                    torch.ge(s, least.unsqueeze(1), out=hits)
+                    r, c = _true_positions(hits)
+                    if len(r):
+                        per_row = torch.bincount(r, minlength=m)
+                        slot = torch.arange(len(r), device=device) - (torch.cumsum(per_row, 0) - per_row)[r]
+                        extra = int(per_row.max())
+                        mv = torch.full((m, width + extra), float("-inf"), device=device)
+                        mc = torch.zeros(m, width + extra, dtype=torch.long, device=device)
+                        mv[:, :width], mc[:, :width] = top_v, top_c
+                        mv[r, width + slot], mc[r, width + slot] = s[r, c], c + c0
+                        v, i = torch.topk(mv, width + 1, dim=1)
+                        top_v, top_c = v[:, :width], mc.gather(1, i[:, :width])
+                        cut = torch.maximum(cut, v[:, width:])
             if k:
                 _top_of_block(k, block, block_d, q32, refs, top_v, top_c, cut, separated, query_unit,
                               gallery_emb, gallery_unit, inv_norm, n_g, id_list, tops)
@@ -438,29 +457,25 @@ def _rank_and_top(
 
 def _top_of_block(k, block, block_d, q32, refs, top_v, top_c, cut, separated, query_unit, gallery_emb,
                   gallery_unit, inv_norm, n_g, id_list, tops) -> None:
-    """The exact top-``k`` of a block of queries from the tiles' fast top lists.
+    """The exact top-``k`` of the queries ``block`` from their kept fast scores.
 
-    With ``F`` the k-th best fast score of a row among the lists, at least ``k`` entries have
-    exact scores ``>= F - bound``, so the exact top-k lies among the entries with fast scores
-    ``>= F - 2 * bound``: the candidates. Sorted by fast score, candidates further than
-    ``separated`` apart keep their order exactly; runs of closer ones are ordered by their
-    exact scores, then by position. A row where a tile or the merge cut its list at or above
-    ``F - 2 * bound`` (many near-ties) is searched again over its whole row.
+    ``top_v``/``top_c`` ``[m, k + TOP_K_MARGIN]``: each row's best fast scores (float32,
+    -inf where fewer) and their columns; ``cut`` ``[m, 1]``: the largest fast score of an
+    entry left out of them. With ``F`` the k-th best kept fast score of a row, at least ``k``
+    entries have exact scores ``>= F - bound``, so the exact top-k lies among the entries with
+    fast scores ``>= F - 2 * bound``: the candidates. Sorted by fast score, candidates further
+    than ``separated`` apart keep their order exactly; runs of closer ones are ordered by
+    their exact scores, then by position. A row whose ``cut`` is a candidate's score (many
+    near-ties) is searched again over its whole row.
     """
     m = len(block)
     device = top_v.device
-    k2 = min(k + TOP_K_MARGIN, top_v.shape[1])
-    v, j = torch.topk(top_v, k2, dim=1)
+    v, j = torch.topk(top_v, top_v.shape[1], dim=1)
     cols = top_c.gather(1, j)
     vd = v.double()
-    if k2 >= k:
-        thr = vd[:, k - 1] - separated
-    else:  # every entry of the row is in the lists
-        thr = torch.full((m,), float("-inf"), dtype=torch.float64, device=device)
-    cutd = cut.double()
-    again = ((cutd >= thr[:, None]) & torch.isfinite(cutd)).any(dim=1)
-    if top_v.shape[1] > k2:
-        again |= (vd[:, -1] >= thr) & torch.isfinite(vd[:, -1])
+    thr = vd[:, k - 1] - separated
+    cutd = cut.double().squeeze(1)
+    again = (cutd >= thr) & torch.isfinite(cutd)
     cand = (vd >= thr[:, None]) & torch.isfinite(vd)
     vc = torch.where(cand, vd, torch.tensor(float("-inf"), dtype=torch.float64, device=device))
     near = (vc[:, :-1] - vc[:, 1:]) <= separated  # False where an -inf is involved

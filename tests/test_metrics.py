@@ -799,3 +799,128 @@ def test_dense_and_sparse_window_paths_agree_with_brute_force(problem, chunk):
     for threshold in (0, 10**9):  # 0: always the dense path; huge: always the sparse one
         with mock.patch.object(metrics, "SPARSE_ENTRIES_PER_QUERY", threshold):
             assert rank_queries(q, g, ids, refs, tgts, chunk=chunk, candidates=cands).tolist() == want
+
+
+# --------------------------------------------------------------------------- the tiled one-pass path
+#
+# rank_and_top_k scores the gallery in tiles of TILE_ROWS x TILE_COLUMNS, keeps each row's
+# k + TOP_K_MARGIN best fast scores from tile to tile and searches a row again when near-ties
+# overflow them. Real tiles are 256 x 2048, far above the generated problems, so these tests
+# shrink them (and the margin) to put many tiles, merges and overflows in every problem.
+
+
+def brute_force_top_k(q_emb, g_emb, gallery_ids, reference_ids, candidates, k):
+    """The documented top-k, one query at a time, in plain Python."""
+    g_rows = g_emb.tolist()
+    out = []
+    for qi, qv in enumerate(q_emb.tolist()):
+        scores = [f32(math_cosine(qv, row)) for row in g_rows]
+        cand = None if candidates[qi] is None else set(candidates[qi])
+        order = [p for p in range(len(gallery_ids))
+                 if gallery_ids[p] != reference_ids[qi] and (cand is None or gallery_ids[p] in cand)]
+        order.sort(key=lambda p: (-scores[p], p))
+        out.append([gallery_ids[p] for p in order[:k]])
+    return out
+
+
+def small_tiles(rows, cols, margin, sparse=16):
+    """Within the block: cirbench.metrics' tile shape, top-k margin and sparse threshold."""
+    from unittest import mock
+
+    import cirbench.metrics as metrics
+
+    return mock.patch.multiple(metrics, TILE_ROWS=rows, TILE_COLUMNS=cols, TOP_K_MARGIN=margin,
+                               SPARSE_ENTRIES_PER_QUERY=sparse)
+
+
+@LIGHT
+@given(near_tie_problems(max_q=10, max_n=40), st.integers(1, 12), st.sampled_from([1, 2, 3, 7]),
+       st.sampled_from([8, 16, 24]), st.sampled_from([0, 1, 3]), st.sampled_from([0, 10**9]))
+def test_tiled_ranks_and_top_k_equal_brute_force(problem, k, rows, cols, margin, sparse):
+    from cirbench.metrics import rank_and_top_k
+
+    q, g, ids, refs, tgts, cands = problem
+    with small_tiles(rows, cols, margin, sparse):
+        ranks, tops = rank_and_top_k(q, g, ids, refs, tgts, k, candidates=cands)
+    assert ranks.tolist() == brute_force_ranks_with_candidates(q, g, ids, refs, tgts, cands)
+    assert tops == brute_force_top_k(q, g, ids, refs, cands, k)
+
+
+@LIGHT
+@given(near_tie_problems(max_q=16, max_n=40), st.integers(1, 17), st.integers(1, 9), st.data())
+def test_tiled_path_independent_of_chunk_tiles_and_query_order(problem, chunk, k, data):
+    from cirbench.metrics import rank_and_top_k
+
+    q, g, ids, refs, tgts, cands = problem
+    with small_tiles(1000, 1024, 14):  # one tile holds the whole problem
+        whole = rank_and_top_k(q, g, ids, refs, tgts, k, chunk=10_000, candidates=cands)
+    perm = data.draw(st.permutations(range(len(refs))))
+    with small_tiles(data.draw(st.integers(1, 5)), 8 * data.draw(st.integers(1, 4)), data.draw(st.integers(0, 2))):
+        ranks, tops = rank_and_top_k(q[list(perm)], g, ids, [refs[i] for i in perm], [tgts[i] for i in perm], k,
+                                     chunk=chunk, candidates=[cands[i] for i in perm])
+    assert torch.equal(ranks, whole[0][list(perm)])
+    assert tops == [whole[1][i] for i in perm]
+
+
+def test_duplicates_overflowing_the_kept_scores_search_the_row_again():
+    # 20 copies of the query's direction at positions 3, 5, 7, ..., 41 (every tile of 8 holds
+    # some), the other rows orthogonal to it: the copies all score 1 and tie, so the top-3 are
+    # the three earliest copies, positions 3, 5, 7 (ids 103, 105, 107) after the reference
+    # (id 101, position 1, a copy too: left out). Kept scores hold k + 0 = 3 entries and
+    # overflow with copies, so the row is searched again; a wrong merge would return later
+    # copies (any 3 of the 20).
+    from cirbench.metrics import rank_and_top_k
+
+    d = 4
+    g = torch.zeros(44, d)
+    g[:, 1] = 1.0  # orthogonal to the query (score 0)
+    for p in [1] + list(range(3, 42, 2)):
+        g[p] = torch.tensor([2.0, 0.0, 0.0, 0.0])
+    q = torch.tensor([[1.0, 0.0, 0.0, 0.0]] * 3)
+    ids = list(range(100, 144))
+    with small_tiles(2, 8, 0):
+        ranks, tops = rank_and_top_k(q, g, ids, [101, 101, 999], [(141,), (143,), (101,)], 3)
+    assert tops == [[103, 105, 107], [103, 105, 107], [101, 103, 105]]
+    # target 141 (position 41) is the last copy: ahead of it the 19 other copies less the
+    # reference = 19; target 143 (position 43, score 0) comes after the 20 copies and the
+    # rows of score 0 before it, the even positions 0, 2, ..., 42 (22): 20 + 22 = 42; the third
+    # query's reference 999 is not in the gallery, its target 101 is the first copy: rank 0
+    assert ranks.tolist() == [19, 42, 0]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_worker_threads_give_the_same_result_and_restore_the_thread_count(threads):
+    from cirbench.metrics import rank_and_top_k
+
+    gen = torch.Generator().manual_seed(5)
+    q, g = torch.randn(20, 16, generator=gen), torch.randn(70, 16, generator=gen)
+    g[40:50] = g[0:10]  # duplicates: exact ties
+    ids, refs = list(range(70)), [i * 3 % 70 for i in range(20)]
+    tgts = [(i, 40 + i % 10) for i in range(20)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with small_tiles(3, 16, 1):
+            ranks, tops = rank_and_top_k(q, g, ids, refs, tgts, 5)
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    assert ranks.tolist() == brute_force_ranks_with_candidates(q, g, ids, refs, tgts, [None] * 20)
+    assert tops == brute_force_top_k(q, g, ids, refs, [None] * 20, 5)
+
+
+def test_rank_and_top_k_equals_the_two_functions_and_checks_k():
+    from cirbench.metrics import rank_and_top_k, top_k_ids
+
+    gen = torch.Generator().manual_seed(2)
+    q, g = torch.randn(9, 8, generator=gen), torch.randn(30, 8, generator=gen)
+    ids, refs, tgts = list(range(30)), list(range(9)), [(i + 1, i + 2) for i in range(9)]
+    cands = [None, (1, 2, 3), None, (), None, None, (4, 5), None, None]
+    ranks, tops = rank_and_top_k(q, g, ids, refs, tgts, 4, chunk=4, candidates=cands)
+    assert torch.equal(ranks, rank_queries(q, g, ids, refs, tgts, candidates=cands))
+    assert tops == top_k_ids(q, g, ids, refs, 4, candidates=cands)
+    # an empty candidate list gives no ids; query 1 (reference 1) keeps 2 and 3 of its (1, 2, 3)
+    assert tops[3] == [] and sorted(tops[1]) == [2, 3]
+    assert rank_and_top_k(q, g, ids, refs, tgts, 0)[1] == [[]] * 9
+    with pytest.raises(ValueError, match="k must be >= 0"):
+        rank_and_top_k(q, g, ids, refs, tgts, -1)
