@@ -21,9 +21,8 @@ from cirbench.data.images import normalize_images
 from cirbench.metrics import (
     chance_recall,
     format_recalls,
-    rank_queries,
+    rank_and_top_k,
     ranking_pools,
-    top_k_ids,
     recall_at_k,
     recall_by_group,
 )
@@ -40,8 +39,9 @@ class Evaluation:
 
     ``seconds`` is the whole evaluation; of it, ``embed_seconds`` went to the embedding passes
     (``embedded_images`` images: every gallery image and every query's reference) and
-    ``rank_seconds`` to :func:`~cirbench.metrics.rank_queries`. ``chance`` is the Recall@K
-    a random ranking would score under the same rules (:func:`~cirbench.metrics.chance_recall`).
+    ``rank_seconds`` to :func:`~cirbench.metrics.rank_and_top_k` (the ranks and the top-K ids,
+    one pass). ``chance`` is the Recall@K a random ranking would score under the same rules
+    (:func:`~cirbench.metrics.chance_recall`).
     ``ranks``, ``top_k`` (each query's ``top_k_width`` best gallery ids, best first, fewer where
     a query is ranked among fewer entries; empty lists when ``top_k_width`` is 0), ``groups``
     and ``references`` are per query, in the dataset's ``queries()`` order
@@ -132,8 +132,8 @@ def evaluate(
     top_k: int | None = None,
 ) -> Evaluation:
     """Recall@K of ``composer`` on the test queries of ``dataset``; each query's ``top_k``
-    best gallery ids too (default: the largest of ``ks``; 0: none). The top-K lists are
-    computed after ranking and are not part of ``rank_seconds``.
+    best gallery ids too (default: the largest of ``ks``; 0: none), from the same pass over
+    the scores as the ranks (both timed in ``rank_seconds``).
 
     See docs/papers.md §1.0."""
     width = max(ks) if top_k is None else top_k
@@ -164,21 +164,21 @@ def evaluate(
             _sync(device)
             embed_seconds, embedded = embed_seconds + time.perf_counter() - t, embedded + len(gallery)
             t = time.perf_counter()
-            ranks[rows] = rank_queries(
+            # ranks and top-K ids from one pass over the scores
+            group_ranks, group_tops = rank_and_top_k(
                 q_emb[rows],
                 g_emb,
                 torch.from_numpy(gallery),
                 [queries[i].reference for i in rows],
                 [queries[i].targets for i in rows],
+                width,
                 chunk=chunk,
                 candidates=[getattr(queries[i], "candidates", None) for i in rows],
             )
             rank_seconds += time.perf_counter() - t
-            if width > 0:
-                for i, ids in zip(rows, top_k_ids(
-                        q_emb[rows], g_emb, torch.from_numpy(gallery), [queries[i].reference for i in rows],
-                        width, chunk=chunk, candidates=[getattr(queries[i], "candidates", None) for i in rows])):
-                    tops[i] = ids
+            ranks[rows] = group_ranks
+            for i, ids in zip(rows, group_tops):
+                tops[i] = ids
             m, n = ranking_pools(
                 gallery.tolist(), [queries[i].reference for i in rows], [queries[i].targets for i in rows],
                 [getattr(queries[i], "candidates", None) for i in rows],
