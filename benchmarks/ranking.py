@@ -1,15 +1,18 @@
 """Ranking against its hardware floor: ``metrics.rank_queries`` / (float32 product + top-50).
 
+Also the evaluation's path, ``metrics.rank_and_top_k`` with k = 50 (the ranks and the top-50
+ids from one pass), against the same floor.
+
 The floor is what any retrieval evaluation must do at least: normalise the embeddings, one
 float32 matrix product per chunk of queries and a top-50 per row (``torch.topk``), with the
 same chunking (:func:`cirbench.metrics.effective_chunk`) in the same process. The floor is
 given every advantage ``rank_queries`` has: the gallery transposed once into a contiguous
 ``[D, N]`` matrix and one preallocated output buffer.
 
-Both are run on the same problem, interleaved
-(floor, rank, floor, rank, ...) so that load from other processes falls on both; the table
-gives the median over the repeats of the per-repeat ratio, queries/s of each (median) and
-the peak memory rise of each (the process's peak RSS on CPU, the allocator's peak on CUDA).
+All are run on the same problem, interleaved (floor, rank, rank + top-50, floor, ...) so that
+load from other processes falls on each; the table gives the median over the repeats of the
+per-repeat ratio, queries/s of each (median) and the peak memory rise of each (the process's
+peak RSS on CPU, the allocator's peak on CUDA).
 
 Problems (``--targets``): ``random`` (the default, the worst case for ``rank_queries``):
 Gaussian embeddings, one random target and one random reference per query, so the targets'
@@ -37,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from tabulate import tabulate
 
-from cirbench.metrics import effective_chunk, rank_queries
+from cirbench.metrics import effective_chunk, rank_and_top_k, rank_queries
 from cirbench.provenance import describe_device, peak_memory_mb, reset_peak_memory, resolve_device
 
 
@@ -81,26 +84,30 @@ def bench(n_q: int, n_g: int, dim: int, chunk: int, repeats: int, device: torch.
     c = effective_chunk(chunk, n_g)
     run_floor = lambda: floor(queries, gallery, c)  # noqa: E731
     run_rank = lambda: rank_queries(queries, gallery, torch.arange(n_g), refs, targets, chunk=chunk)  # noqa: E731
-    run_floor(), run_rank()  # warm-up: allocator, BLAS threads
-    ratios, t_floor, t_rank, m_floor, m_rank = [], [], [], [], []
+    run_eval = lambda: rank_and_top_k(queries, gallery, torch.arange(n_g), refs, targets, 50, chunk=chunk)  # noqa: E731
+    runs = {"floor": run_floor, "rank": run_rank, "eval": run_eval}
+    for run in runs.values():  # warm-up: allocator, BLAS threads
+        run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    peaks: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
-        tf, mf = measure(run_floor, device)
-        tr, mr = measure(run_rank, device)
-        ratios.append(tr / tf)
-        t_floor.append(tf)
-        t_rank.append(tr)
-        m_floor.append(mf)
-        m_rank.append(mr)
+        for name, run in runs.items():
+            t, m = measure(run, device)
+            times[name].append(t)
+            peaks[name].append(m)
+
+    def ratio(name: str) -> tuple[str, str]:
+        r = [a / b for a, b in zip(times[name], times["floor"])]
+        return f"{statistics.median(r):.2f}", f"{min(r):.2f}-{max(r):.2f}"
+
     return [
         f"{n_q:,} x {n_g:,} x {dim}",
         kind,
         c,
-        f"{statistics.median(ratios):.2f}",
-        f"{min(ratios):.2f}-{max(ratios):.2f}",
-        f"{n_q / statistics.median(t_rank):,.0f}",
-        f"{n_q / statistics.median(t_floor):,.0f}",
-        f"{max(m_rank):,.0f}",
-        f"{max(m_floor):,.0f}",
+        *ratio("rank"),
+        *ratio("eval"),
+        *(f"{n_q / statistics.median(times[name]):,.0f}" for name in runs),
+        *(f"{max(peaks[name]):,.0f}" for name in runs),
     ]
 
 
@@ -130,8 +137,9 @@ def main(argv=None) -> int:
     head = (f"Ranking / floor on {describe_device(device)}; torch "
             f"{torch.__version__}; python {platform.python_version()}; median of {args.repeats} interleaved repeats")
     table = tabulate(rows, headers=["queries x gallery x d", "targets", "chunk", "rank / floor", "range",
-                                    "rank queries/s", "floor queries/s", "rank peak rise MB",
-                                    "floor peak rise MB"], tablefmt="github")
+                                    "rank+top-50 / floor", "range", "floor queries/s", "rank queries/s",
+                                    "rank+top-50 queries/s", "floor peak rise MB", "rank peak rise MB",
+                                    "rank+top-50 peak rise MB"], tablefmt="github")
     print(head + "\n\n" + table)
     if args.markdown:
         with open(args.markdown, "a") as f:
