@@ -170,14 +170,16 @@ def _true_positions(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 SPARSE_ENTRIES_PER_QUERY = 16
 
 #: on the CPU the fast pass works on tiles of at most ``TILE_ROWS`` queries x ``TILE_COLUMNS``
-#: gallery entries (2 MB of float32 scores): each tile's product is compared, counted and
-#: searched for its top-k while it is still in the cache. On other devices a tile is a whole
-#: chunk (one product per chunk). Tiles change the speed only, never a rank or a top-k id.
+#: gallery entries (4 MB of float32 scores; ``TILE_COLUMNS`` a multiple of 8): each tile's
+#: product is compared, counted and searched for the top-k while it is still in the cache, and
+#: the row blocks run in parallel threads. On other devices a tile is a whole chunk (one
+#: product per chunk). Tiles change the speed only, never a rank or a top-k id.
 TILE_ROWS = 256
-TILE_COLUMNS = 2048
+TILE_COLUMNS = 4096
 
-#: each tile's top-k keeps this many entries more than ``k``, so that near-ties at the k-th
-#: place seldom need the slow path (a query's whole row searched again)
+#: the fast pass keeps each query's ``k + TOP_K_MARGIN`` best fast scores from tile to tile,
+#: so that near-ties at the k-th place seldom need the slow path (the query's row searched
+#: again)
 TOP_K_MARGIN = 14
 
 
