@@ -21,14 +21,18 @@ Ranking rules, the same for every composer and dataset:
 * a query with no correct target in its gallery gets rank :data:`NO_HIT` (never a hit).
 
 The scores are *defined* as above; :func:`rank_queries` does not compute all of them in
-float64. It scores each chunk with one float32 product of the unit vectors, which is within
+float64. It scores the gallery with float32 products of the unit vectors, which are within
 :func:`score_error_bound` (about ``(d + 6) * 2**-24``) of the defined score whatever the kernel
-or chunk shape, and computes the defined score, pair by pair, only for each query's targets
+or tile shape, and computes the defined score, pair by pair, only for each query's targets
 and for the entries whose float32 score lies within that bound of its best target's score.
 Entries further above count as ahead, entries further below as behind, so the ranks are
 exactly those of the rules on the defined scores, independent of the chunk size, of the query
-order and of the device; only the speed is that of a float32 product (benchmarks/ranking.py
-measures it against a float32 product plus a top-50).
+order and of the device. :func:`rank_and_top_k` takes the top-K ids from the same products:
+the exact top-K lies among the entries within twice the bound of the K-th best float32 score,
+and only near-ties among those are re-scored. On the CPU the products are made tile by tile
+(:data:`TILE_ROWS` x :data:`TILE_COLUMNS`), each tile compared and counted while it is in the
+cache, with the row blocks in parallel threads; the speed is that of the products
+(benchmarks/ranking.py measures it against a float32 product plus a top-50).
 """
 
 from __future__ import annotations

@@ -924,3 +924,18 @@ def test_rank_and_top_k_equals_the_two_functions_and_checks_k():
     assert rank_and_top_k(q, g, ids, refs, tgts, 0)[1] == [[]] * 9
     with pytest.raises(ValueError, match="k must be >= 0"):
         rank_and_top_k(q, g, ids, refs, tgts, -1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@LIGHT
+@given(near_tie_problems(max_q=16), st.integers(1, 17), st.integers(1, 12))
+def test_cuda_ranks_and_top_k_equal_cpu(problem, chunk, k):
+    """On CUDA a tile is a whole chunk (one product per chunk, no worker threads): the
+    same ranks and top-k as the CPU's tiles."""
+    from cirbench.metrics import rank_and_top_k
+
+    q, g, ids, refs, tgts, cands = problem
+    with small_tiles(3, 8, 1):
+        cpu = rank_and_top_k(q, g, ids, refs, tgts, k, chunk=chunk, candidates=cands)
+    gpu = rank_and_top_k(q.cuda(), g.cuda(), ids, refs, tgts, k, chunk=chunk, candidates=cands)
+    assert torch.equal(gpu[0], cpu[0]) and gpu[1] == cpu[1]
