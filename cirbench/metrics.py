@@ -123,12 +123,31 @@ def score_error_bound(dim: int) -> float:
     return (dim + 6) * u * (1 + 2 * dim * u) + 2 * ZERO_TOLERANCE
 
 
+def _scratch(scratch: dict | None, name: str, shape: tuple[int, ...], dtype: torch.dtype,
+             device: torch.device) -> torch.Tensor:
+    """An uninitialised contiguous tensor, from ``scratch`` (this thread's buffer ``name``,
+    grown when too small) so that repeated calls touch no fresh memory; new when ``scratch``
+    is None."""
+    need = 1
+    for n in shape:
+        need *= n
+    if scratch is None:
+        return torch.empty(shape, dtype=dtype, device=device)
+    key = (threading.get_ident(), name)
+    buf = scratch.get(key)
+    if buf is None or buf.numel() < need or buf.dtype != dtype or buf.device != device:
+        buf = scratch[key] = torch.empty(max(need, 2 * (0 if buf is None else buf.numel())), dtype=dtype,
+                                         device=device)
+    return buf[:need].view(shape)
+
+
 def exact_pair_scores(
     query_unit: torch.Tensor,
     gallery_emb: torch.Tensor,
     gallery_inv_norm: torch.Tensor,
     rows: torch.Tensor,
     cols: torch.Tensor,
+    scratch: dict | None = None,
 ) -> torch.Tensor:
     """Scores of the pairs ``(rows[k], cols[k])`` under the module's rule, ``float32 [P]``.
 
@@ -136,13 +155,17 @@ def exact_pair_scores(
     ``[N, D]`` the raw gallery; ``gallery_inv_norm`` ``[N]`` float64 ``1 / max(|g|, 1e-12)``.
     Each pair is computed on its own (float64 dot product scaled by the inverse norm,
     magnitudes below :data:`ZERO_TOLERANCE` set to 0, rounded to float32), so a pair's score
-    never depends on which other pairs are computed with it.
+    never depends on which other pairs are computed with it. ``scratch`` (optional, a dict
+    kept by the caller): reuse its buffers for the gathered rows (the same arithmetic).
     """
     if rows.numel() == 0:
         return torch.empty(0, dtype=torch.float32, device=query_unit.device)
-    a = query_unit.index_select(0, rows).unsqueeze(1)  # [P, 1, D]
-    b = gallery_emb.index_select(0, cols).double().unsqueeze(2)  # [P, D, 1]
-    s = torch.bmm(a, b).flatten() * gallery_inv_norm.index_select(0, cols)
+    p, d, device = rows.numel(), query_unit.shape[1], query_unit.device
+    a = torch.index_select(query_unit, 0, rows, out=_scratch(scratch, "q", (p, d), query_unit.dtype, device))
+    b = torch.index_select(gallery_emb, 0, cols, out=_scratch(scratch, "g", (p, d), gallery_emb.dtype, device))
+    if b.dtype != torch.float64:
+        b = _scratch(scratch, "g64", (p, d), torch.float64, device).copy_(b)
+    s = torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).flatten() * gallery_inv_norm.index_select(0, cols)
     return s.masked_fill(s.abs() < ZERO_TOLERANCE, 0.0).float()
 
 
@@ -333,10 +356,12 @@ def _rank_and_top(
         best_pos_all = torch.full((n_q,), n_g, dtype=torch.long, device=device)
         ranks = torch.zeros(n_q, dtype=torch.long, device=device)
 
+        scratch: dict = {}  # per-thread buffers of exact_pair_scores
+
         def ahead_of_best(rows: torch.Tensor, cols: torch.Tensor, exact: torch.Tensor | None = None) -> torch.Tensor:
             """Whether each pair ``(rows, cols)`` ranks before its row's best target (bool)."""
             if exact is None:
-                exact = exact_pair_scores(query_unit, gallery_emb, inv_norm, rows, cols)
+                exact = exact_pair_scores(query_unit, gallery_emb, inv_norm, rows, cols, scratch)
             b = best_all[rows]
             return (exact > b) | ((exact == b) & (cols < best_pos_all[rows]))
 
@@ -446,7 +471,7 @@ def _rank_and_top(
                         cut = torch.maximum(cut, v[:, width:])
             if k:
                 _top_of_block(k, block, block_d, q32, refs, top_v, top_c, cut, separated, query_unit,
-                              gallery_emb, gallery_unit, inv_norm, n_g, id_list, tops)
+                              gallery_emb, gallery_unit, inv_norm, n_g, id_list, tops, scratch)
             return counted
 
         # the others: float32 products tile by tile; exact scores only where the fast ones cannot
@@ -462,7 +487,7 @@ def _rank_and_top(
 
 
 def _top_of_block(k, block, block_d, q32, refs, top_v, top_c, cut, separated, query_unit, gallery_emb,
-                  gallery_unit, inv_norm, n_g, id_list, tops) -> None:
+                  gallery_unit, inv_norm, n_g, id_list, tops, scratch) -> None:
     """The exact top-``k`` of the queries ``block`` from their kept fast scores.
 
     ``top_v``/``top_c`` ``[m, k + TOP_K_MARGIN]``: each row's best fast scores (float32,
@@ -490,7 +515,7 @@ def _top_of_block(k, block, block_d, q32, refs, top_v, top_c, cut, separated, qu
     rescore[:, :-1] |= near
     rr, cc = torch.nonzero(rescore, as_tuple=True)
     key = vc.clone()
-    key[rr, cc] = exact_pair_scores(query_unit, gallery_emb, inv_norm, block_d[rr], cols[rr, cc]).double()
+    key[rr, cc] = exact_pair_scores(query_unit, gallery_emb, inv_norm, block_d[rr], cols[rr, cc], scratch).double()
     run = torch.cat([torch.zeros(m, 1, dtype=torch.long, device=device), (~near).long().cumsum(dim=1)], dim=1)
     order = torch.argsort(cols, dim=1, stable=True)
     order = order.gather(1, torch.argsort(-key.gather(1, order), dim=1, stable=True))
