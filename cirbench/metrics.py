@@ -197,11 +197,11 @@ def _true_positions(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 SPARSE_ENTRIES_PER_QUERY = 16
 
 #: on the CPU the fast pass works on tiles of at most ``TILE_ROWS`` queries x ``TILE_COLUMNS``
-#: gallery entries (4 MB of float32 scores; ``TILE_COLUMNS`` a multiple of 8): each tile's
+#: gallery entries (8 MB of float32 scores; ``TILE_COLUMNS`` a multiple of 8): each tile's
 #: product is compared, counted and searched for the top-k while it is still in the cache, and
 #: the row blocks run in parallel threads. On other devices a tile is a whole chunk (one
 #: product per chunk). Tiles change the speed only, never a rank or a top-k id.
-TILE_ROWS = 256
+TILE_ROWS = 512
 TILE_COLUMNS = 4096
 
 #: the fast pass keeps each query's ``k + TOP_K_MARGIN`` best fast scores from tile to tile,
@@ -227,7 +227,7 @@ class _full_float32_matmul:
 
 
 class _worker_threads:
-    """``map`` over parallel threads on a CPU with several torch threads: each worker (and
+    """``.map`` over parallel threads on a CPU with several torch threads: each worker (and
     the caller, meanwhile) runs its operations on one thread, so that many small operations
     do not wait at a barrier of torch's threads after every one (costly when other processes
     share the cores). Elsewhere the built-in ``map``. Restores the thread count on exit."""
@@ -237,11 +237,13 @@ class _worker_threads:
         self.pool: ThreadPoolExecutor | None = None
 
     def __enter__(self):
-        if self.threads <= 1:
-            return map
-        torch.set_num_threads(1)
-        self.pool = ThreadPoolExecutor(self.threads, initializer=torch.set_num_threads, initargs=(1,))
-        return self.pool.map
+        if self.threads > 1:
+            torch.set_num_threads(1)
+            self.pool = ThreadPoolExecutor(self.threads, initializer=torch.set_num_threads, initargs=(1,))
+        return self
+
+    def map(self, fn, items):
+        return map(fn, items) if self.pool is None else self.pool.map(fn, items)
 
     def __exit__(self, *exc):
         if self.pool is not None:
@@ -317,7 +319,7 @@ def _rank_and_top(
     wanted = has_target | (k > 0 and n_g > 0)  # the queries that need any work
     if not wanted.any():
         return out, tops
-    with _worker_threads(device) as pmap:
+    with _worker_threads(device) as workers:
         dim = query_emb.shape[1]
         bound = score_error_bound(max(dim, 1))  # d = 0: every product is exactly 0
         # two fast scores further apart than this have exact scores in the same order (the
@@ -349,7 +351,7 @@ def _rank_and_top(
             else:
                 gallery_unit[s : s + len(g)] = g.double() * inv_norm[s : s + step, None]
 
-        list(pmap(prepare, range(0, n_g, step)))
+        list(workers.map(prepare, range(0, n_g, step)))
         tile_cols = min(tile_cols, n_pad)
         inf = torch.tensor(float("inf"), device=device)
         best_all = torch.full((n_q,), float("-inf"), device=device)
@@ -387,6 +389,12 @@ def _rank_and_top(
                         if restricted[start + r]:
                             tops[start + r] = [id_list[c] for c in cols]
 
+        # the fast rows, in blocks of at most tile_rows (on the CPU, fewer when that keeps every
+        # worker busy)
+        rows = torch.nonzero(fast_rows).flatten()
+        if device.type == "cpu":
+            tile_rows = max(1, min(tile_rows, -(-len(rows) // workers.threads)))
+        blocks = list(torch.split(rows, tile_rows)) if len(rows) else []
         buffers: dict[tuple[int, str], torch.Tensor] = {}
 
         def tile(name: str, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
@@ -476,10 +484,8 @@ def _rank_and_top(
 
         # the others: float32 products tile by tile; exact scores only where the fast ones cannot
         # decide (within the bound of the best target's score; near-ties of the top-k)
-        rows = torch.nonzero(fast_rows).flatten()
-        blocks = list(torch.split(rows, tile_rows)) if len(rows) else []
         with _full_float32_matmul():
-            counts = list(pmap(scan, blocks))
+            counts = list(workers.map(scan, blocks))
         for block, counted in zip(blocks, counts):
             ranks.index_add_(0, block.to(device), counted)
         out[has_target] = ranks.cpu()[has_target]
