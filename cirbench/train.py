@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 import pickle
 import random
 import time
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -77,6 +79,70 @@ def make_batch(dataset: CIRDataset, triplets, device: torch.device | str) -> Tra
         reference_ids=torch.tensor(refs, dtype=torch.long, device=device),
         target_ids=torch.tensor(tgts, dtype=torch.long, device=device),
     )
+
+
+def _part_values(parts, where: str, device: torch.device) -> dict[str, float]:
+    """The loss parts ``parts`` as floats, averaged over the ranks. A part that is neither a
+    scalar tensor nor (from a manual ``training_step``) a real number, or a tensor on another
+    device than the composer's, raises ``TypeError`` / ``ValueError`` naming it."""
+    if not isinstance(parts, Mapping) or not parts:
+        raise TypeError(f"{where} returned {type(parts).__name__}, expected a non-empty dict "
+                        "of named scalar loss parts")
+    values = {}
+    for k, v in parts.items():
+        if torch.is_tensor(v):
+            if v.numel() != 1:
+                raise TypeError(f"{where}: loss part {k!r} has shape {tuple(v.shape)}, expected a scalar")
+            if v.device.type != device.type:
+                raise ValueError(f"{where}: loss part {k!r} is on {v.device}, the composer on {device}")
+            values[k] = float(v.detach())
+        elif isinstance(v, numbers.Real) and not isinstance(v, bool):
+            values[k] = float(v)
+        else:
+            raise TypeError(f"{where}: loss part {k!r} is a {type(v).__name__}, expected a scalar tensor")
+    return distributed.mean_over_ranks(values)
+
+
+def train_step(
+    composer: Composer,
+    batch: TrainBatch,
+    optimizers: Sequence[torch.optim.Optimizer],
+    schedulers: Sequence = (),
+    step: int = 0,
+) -> dict[str, float]:
+    """One training step, the only implementation of it (the loop of :func:`train` and the
+    conformance checks take it): ``composer.on_train_step_start(step)``; then, with automatic
+    optimisation, ``training_loss(batch)``, the divergence check, ``zero_grad`` of every
+    optimiser, ``backward`` of the summed parts and every optimiser's ``step``; with
+    ``automatic_optimization = False`` the composer's own ``training_step(batch, optimizers,
+    step)`` and the divergence check; finally every scheduler's ``step``.
+
+    Under ``torch.distributed`` the returned parts are the mean over the ranks, so every rank
+    takes the same divergence decision. The composer must be in training mode.
+
+    Returns the named loss parts as floats. Raises :class:`DivergedError` when a part is not
+    finite (with automatic optimisation before any parameter changes), ``TypeError`` when a
+    part is not a scalar, ``ValueError`` when it lies on another device than the composer.
+    """
+    composer.on_train_step_start(step)
+    device = torch.device(composer.device)
+    if composer.automatic_optimization:
+        parts = composer.training_loss(batch)
+        values = _part_values(parts, "training_loss", device)
+        if not all(math.isfinite(v) for v in values.values()):  # every rank decides alike
+            raise DivergedError(step, values)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        sum(parts.values()).backward()
+        for opt in optimizers:
+            opt.step()
+    else:
+        values = _part_values(composer.training_step(batch, list(optimizers), step), "training_step", device)
+        if not all(math.isfinite(v) for v in values.values()):
+            raise DivergedError(step, values)
+    for sch in schedulers:
+        sch.step()
+    return values
 
 
 def _schedulers(optimizers, protocol: Protocol):
@@ -184,29 +250,9 @@ def _loop(composer, dataset, protocol, rng, optimizers, schedulers, checkpoint, 
     )
     step = start_step
     for step in steps:
-        composer.on_train_step_start(step)
         triplets = dataset.sample_triplets(rng, protocol.batch_size)  # the global batch
         batch = make_batch(dataset, distributed.shard(triplets), device)
-        if composer.automatic_optimization:
-            parts = composer.training_loss(batch)
-            total = sum(parts.values())
-            values = distributed.mean_over_ranks({k: float(v.detach()) for k, v in parts.items()})
-            if not all(math.isfinite(v) for v in values.values()):  # every rank decides alike
-                raise DivergedError(step, values)
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            total.backward()
-            for opt in optimizers:
-                opt.step()
-            last_parts = values
-        else:
-            parts = composer.training_step(batch, optimizers, step)
-            last_parts = distributed.mean_over_ranks(
-                {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in parts.items()})
-            if not all(math.isfinite(v) for v in last_parts.values()):
-                raise DivergedError(step, last_parts)
-        for sch in schedulers:
-            sch.step()
+        last_parts = train_step(composer, batch, optimizers, schedulers, step)
         for k, v in last_parts.items():
             sums[k] = sums.get(k, 0.0) + v
         counts += 1
