@@ -196,6 +196,7 @@ def _run(reg: Registry, args: argparse.Namespace, device) -> int:
         results=Path(args.results), cache_dir=Path(args.cache_dir), device=device, force=args.force,
         checkpoint_every=args.checkpoint_every, checkpoint_seconds=60 * args.checkpoint_minutes, data=data,
         save_model=args.save_model, claim_timeout=60 * args.claim_timeout,
+        workers=args.workers, compile=args.compile,
     )
     total = len(datasets) * len(composers) * len(seeds)
     where = f"as {args.launcher} jobs" if args.launcher else f"on {device}"
@@ -619,6 +620,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)")
     p.add_argument("--threads", type=int_at_least(1), default=None, metavar="N", help="torch CPU threads")
     p.add_argument("--force", action="store_true", help="redo runs whose result exists")
+    p.add_argument("--workers", type=int_at_least(0), default=0, metavar="N",
+                   help="DataLoader worker processes reading images of file datasets (default: 0, the "
+                   "main thread); never changes the numbers")
+    p.add_argument("--compile", action="store_true", help="torch.compile the composer's submodules")
     p.add_argument("--dry-run", action="store_true", help="print the runs the command would do, run none")
     p.add_argument("--checkpoint-every", type=int_at_least(1), default=None, metavar="STEPS",
                    help="save a resumable checkpoint every so many steps (default: a tenth of the "

@@ -17,6 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+#: The values of :attr:`Protocol.precision` (:func:`cirbench.train.autocast` applies them).
+PRECISIONS = ("fp32", "bf16")
+
+
 @dataclass(frozen=True)
 class Protocol:
     """A fixed evaluation protocol.
@@ -53,9 +57,13 @@ class Protocol:
             ``main.py``: 0.1, for every model on every dataset but CSS, where it is one group
             at the full rate: 1.0). Composers using
             :func:`cirbench.encoders.image_encoder_param_groups` follow it.
+        precision: the arithmetic of training's forward passes: ``fp32`` (float32
+            throughout) or ``bf16`` (``torch.autocast`` to bfloat16, on CUDA or CPU; the
+            backward pass and the optimiser steps stay float32; evaluation embeds in
+            float32). It changes the numbers, so it is hashed.
 
     Hash rule for fields added after a preset was published (``feature_stages``,
-    ``backbone_lr_mult``): a field at its default is left out of the hashed form, so adding
+    ``backbone_lr_mult``, ``precision``): a field at its default is left out of the hashed form, so adding
     the field did not change the hash of any preset that keeps the default.
     """
 
@@ -78,10 +86,12 @@ class Protocol:
     eval_chunk: int = 1024
     feature_stages: tuple[str, str] = ("layer3", "layer4")
     backbone_lr_mult: float = 0.1
+    precision: str = "fp32"
     # Fields excluded from the hash: they change speed or memory, never the numbers.
     _UNHASHED = ("description", "eval_batch_size", "eval_chunk")
     # Fields added later: hashed only when they differ from these defaults (old hashes stay).
-    _HASHED_UNLESS_DEFAULT = {"feature_stages": ["layer3", "layer4"], "backbone_lr_mult": 0.1}
+    _HASHED_UNLESS_DEFAULT = {"feature_stages": ["layer3", "layer4"], "backbone_lr_mult": 0.1,
+                              "precision": "fp32"}
 
     def __post_init__(self) -> None:
         if self.dataset_scale not in ("tiny", "small", "full"):
@@ -106,6 +116,11 @@ class Protocol:
             raise ValueError(
                 f"protocol {self.name!r}: field backbone_lr_mult must be in (0, 1], "
                 f"got {self.backbone_lr_mult!r}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"protocol {self.name!r}: field precision must be one of {', '.join(PRECISIONS)}, "
+                f"got {self.precision!r}"
             )
 
     def as_dict(self) -> dict[str, Any]:

@@ -75,6 +75,8 @@ class RunOptions:
     save_model: bool = False  # keep the trained state_dict beside the result (ResultsStore.model_path)
     claim_timeout: float = STALE_AFTER_SECONDS  # seconds without heartbeat before a claim is stale
     heartbeat_seconds: float = HEARTBEAT_SECONDS  # how often a running cell's claim is touched
+    workers: int = 0  # DataLoader worker processes for datasets read from files (0: main thread)
+    compile: bool = False  # torch.compile the composer's submodules (cirbench.train.compile_composer)
 
 
 class ResultNotSavedError(Exception):
@@ -287,6 +289,7 @@ class Runner:
                 composer, dataset, key.protocol, key.seed,
                 checkpoint=ckpt, checkpoint_every=self.options.checkpoint_every,
                 checkpoint_seconds=self.options.checkpoint_seconds,
+                workers=self.options.workers, compile=self.options.compile,
             )
             ev = evaluate(
                 composer, dataset, key.protocol.ks,
@@ -356,7 +359,8 @@ class Runner:
         try:
             train(composer, dataset, key.protocol, key.seed, checkpoint=ckpt,
                   checkpoint_every=self.options.checkpoint_every,
-                  checkpoint_seconds=self.options.checkpoint_seconds)
+                  checkpoint_seconds=self.options.checkpoint_seconds,
+                  workers=self.options.workers, compile=self.options.compile)
         except DivergedError:
             pass
         return None

@@ -91,14 +91,17 @@ def test_new_fields_change_the_hash_only_away_from_their_default():
     assert dataclasses.replace(s, feature_stages=["layer3", "layer4"]).hash == s.hash  # list ok
     assert dataclasses.replace(s, feature_stages=("layer2", "layer3")).hash != s.hash
     assert dataclasses.replace(s, backbone_lr_mult=1.0).hash != s.hash
+    assert dataclasses.replace(s, precision="fp32").hash == s.hash
+    assert dataclasses.replace(s, precision="bf16").hash != s.hash
     assert "feature_stages" in s.as_dict()  # recorded with results even at the default
+    assert s.as_dict()["precision"] == "fp32"
 
 
 @pytest.mark.parametrize(
     "field,value",
     [("feature_stages", ("layer4", "layer3")), ("feature_stages", ("layer3",)),
      ("feature_stages", ("layer3", "layer5")), ("backbone_lr_mult", 0.0),
-     ("backbone_lr_mult", 2.0)],
+     ("backbone_lr_mult", 2.0), ("precision", "fp16"), ("precision", "BF16")],
 )
 def test_invalid_new_fields_are_named(field, value):
     with pytest.raises(ValueError, match=field):

@@ -59,21 +59,21 @@ def test_interrupted_smoke_run_resumes_past_step_0_with_identical_metrics(
 
     import cirbench.train as train_mod
 
-    real_make_batch = train_mod.make_batch
+    real_train_step = train_mod.train_step
     calls = {"n": 0}
 
     def ctrl_c_at_third_step(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt  # the user presses Ctrl-C during step 3 of 4
-        return real_make_batch(*args, **kwargs)
+        return real_train_step(*args, **kwargs)
 
     cut = _runner(registry, tmp_path / "cut", css_tiny, smoke)
-    monkeypatch.setattr(train_mod, "make_batch", ctrl_c_at_third_step)
+    monkeypatch.setattr(train_mod, "train_step", ctrl_c_at_third_step)
     with pytest.raises(KeyboardInterrupt):
         cut.run_one(key)
     assert cut.store.checkpoint_path(key).exists() and not cut.store.path(key).exists()
-    monkeypatch.setattr(train_mod, "make_batch", real_make_batch)
+    monkeypatch.setattr(train_mod, "train_step", real_train_step)
 
     cut.run_one(key)  # the same command again
     resumed = json.loads(cut.store.path(key).read_text())

@@ -66,6 +66,10 @@ class CIRDataset(abc.ABC):
 
     name: str = ""
     base_loss: str = "soft_triplet"
+    #: True when :meth:`images` only indexes (and perhaps resizes) a table held in memory, so
+    #: the whole table may be read once: training then keeps it on the device
+    #: (:mod:`cirbench.pipeline`). False (the default): images are read per batch.
+    images_in_memory: bool = False
 
     @property
     @abc.abstractmethod

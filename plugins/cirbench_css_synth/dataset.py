@@ -35,6 +35,7 @@ class CssSynthDataset(CIRDataset):
 
     name = "css-synth"
     base_loss = "soft_triplet"
+    images_in_memory = True  # one uint8 tensor: training keeps it on the device
 
     def __init__(self, images: np.ndarray, meta: dict[str, Any], image_size: int = CANVAS):
         if images.dtype != np.uint8 or images.shape[1:] != (CANVAS, CANVAS, 3):

@@ -74,6 +74,7 @@ class FashionSynthDataset(CIRDataset):
 
     name = "fashion-synth"
     base_loss = "batch_classification"
+    images_in_memory = True  # one uint8 tensor: training keeps it on the device
 
     def __init__(self, images: np.ndarray, meta: dict[str, Any]):
         size = int(meta["image_size"])
