@@ -191,3 +191,15 @@ def test_setup_is_recorded_and_read_back(smoke, css_tiny):
     assert back == stats
     old = {k: v for k, v in stats.to_json().items() if k != "setup"}  # a result from before
     assert TrainStats.from_json(old).setup == {}
+
+
+def test_a_run_read_through_the_loader_resumes_exactly(smoke, css_tiny, monkeypatch, tmp_path):
+    monkeypatch.setattr(pipeline, "DEVICE_TABLE_BYTES", 0)
+    proto = dataclasses.replace(smoke, iterations=4)
+    whole = _train("concat", proto, css_tiny, workers=2)
+    ckpt = tmp_path / "ckpt.pt"
+    _train("concat", proto, css_tiny, workers=2, checkpoint=ckpt, checkpoint_every=1, stop_after=2)
+    seed_everything(0)  # the resumed process: generator states come from the checkpoint
+    resumed = train(_build("concat", proto, css_tiny), css_tiny, proto, 0, checkpoint=ckpt, workers=2)
+    assert resumed.resumed_from == 2 and resumed.setup["input"] == "loader"
+    assert resumed.history == whole.history
