@@ -203,3 +203,15 @@ def test_a_run_read_through_the_loader_resumes_exactly(smoke, css_tiny, monkeypa
     resumed = train(_build("concat", proto, css_tiny), css_tiny, proto, 0, checkpoint=ckpt, workers=2)
     assert resumed.resumed_from == 2 and resumed.setup["input"] == "loader"
     assert resumed.history == whole.history
+
+
+def test_run_options_workers_and_compile_parse(capsys):
+    from cirbench.cli import build_parser
+
+    args = build_parser().parse_args(["run", "--workers", "3", "--compile"])
+    assert args.workers == 3 and args.compile is True
+    args = build_parser().parse_args(["run"])
+    assert args.workers == 0 and args.compile is False
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--workers", "-1"])
+    assert "--workers" in capsys.readouterr().err
