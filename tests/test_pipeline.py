@@ -16,6 +16,7 @@ from cirbench.pipeline import TrainInput, table_fits
 from cirbench.plugins import load_registry
 from cirbench.results import TrainStats
 from cirbench.train import compile_composer, make_batch, seed_everything, train, train_step
+from conftest import SMOKE
 
 
 def _same_batch(a, b) -> None:
@@ -66,10 +67,8 @@ class _Files(CIRDataset):
 
 
 @pytest.fixture(scope="module")
-def css32(tmp_path_factory, smoke=None):
+def css32(tmp_path_factory):
     """css-synth at 32 px: its images() resizes the 64 px canvas (the table is resized once)."""
-    from tests.conftest import SMOKE
-
     proto = dataclasses.replace(SMOKE, image_size=32)
     return load_registry().dataset("css-synth").build(proto, tmp_path_factory.mktemp("css32"))
 
@@ -215,3 +214,19 @@ def test_run_options_workers_and_compile_parse(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--workers", "-1"])
     assert "--workers" in capsys.readouterr().err
+
+
+def test_the_runner_passes_workers_and_the_result_records_the_setup(smoke, css_tiny, tmp_path, monkeypatch):
+    import json
+
+    from cirbench.results import RunKey
+    from cirbench.runner import Runner, RunOptions
+
+    monkeypatch.setattr(pipeline, "DEVICE_TABLE_BYTES", 0)  # as a dataset read from files
+    runner = Runner(load_registry(), RunOptions(results=tmp_path / "r", cache_dir=tmp_path / "c",
+                                                device=torch.device("cpu"), workers=2))
+    runner._datasets[(smoke.hash, "css-synth")] = css_tiny
+    key = RunKey(smoke, "css-synth", "concat", 0)
+    assert runner.run_one(key).status == "ok"
+    setup = json.loads(runner.store.path(key).read_text())["train"]["setup"]
+    assert setup["input"] == "loader" and setup["workers"] == 2 and setup["precision"] == "fp32"
