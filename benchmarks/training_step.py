@@ -43,7 +43,7 @@ from cirbench.encoders import build_image_backbone
 from cirbench.pipeline import TrainInput
 from cirbench.plugins import load_registry
 from cirbench.provenance import describe_device, resolve_device
-from cirbench.train import compile_composer, make_batch, seed_everything, train_step
+from cirbench.train import autocast, compile_composer, make_batch, seed_everything, train_step
 
 
 def _sync(device: torch.device) -> None:
@@ -89,8 +89,6 @@ def _floor(protocol, device, channels_last: bool):
     images = torch.randn(2 * protocol.batch_size, 3, s, s, generator=torch.Generator().manual_seed(0)).to(device)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    from cirbench.train import autocast
-
     def step() -> float:
         _sync(device)
         t0 = time.perf_counter()

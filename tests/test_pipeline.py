@@ -29,7 +29,8 @@ def _same_batch(a, b) -> None:
 def _check_against_make_batch(dataset, batch_size, steps, **kwargs) -> str:
     """Draw ``steps`` batches as the loop does; every TrainInput batch equals make_batch's."""
     rng = np.random.default_rng(5)
-    with TrainInput(dataset, "cpu", 0, rng, batch_size, steps, **kwargs) as source:
+    size = int(dataset.images([0]).shape[-1])
+    with TrainInput(dataset, "cpu", size, rng, batch_size, steps, **kwargs) as source:
         for _ in range(steps):
             triplets = dataset.sample_triplets(rng, batch_size)
             _same_batch(source.batch(triplets), make_batch(dataset, triplets, "cpu"))
