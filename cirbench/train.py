@@ -23,7 +23,7 @@ import torch
 from cirbench import distributed
 from cirbench.composer import Composer, TrainBatch
 from cirbench.data.contract import CIRDataset
-from cirbench.data.images import normalize_images
+from cirbench.data.model_inputs import normalize_images
 from cirbench.progress import progress_bar
 from cirbench.protocol import Protocol
 from cirbench.results import TrainStats

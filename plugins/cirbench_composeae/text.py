@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from cirbench.data import cache
-from cirbench.encoders import SentenceEncoder
+from cirbench.encoders.sentence import SentenceEncoder
 
 log = logging.getLogger(__name__)
 

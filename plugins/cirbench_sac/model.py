@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from cirbench import Composer, ComposerContext, TrainBatch
-from cirbench.encoders import build_image_backbone
+from cirbench.encoders.image import build_image_backbone
 
 from cirbench_sac.modules import (
     SFA,

@@ -40,7 +40,9 @@ import torch
 from torch import nn
 
 from cirbench import Composer, ComposerContext, TrainBatch
-from cirbench.encoders import ImageEncoder, LSTMTextEncoder, image_encoder_param_groups
+from cirbench.encoders.image import ImageEncoder
+from cirbench.encoders.text import LSTMTextEncoder
+from cirbench.optim import image_encoder_param_groups
 from cirbench.losses import NormalizationLayer, base_loss
 
 #: TIRG main.py: base learning rate and SGD momentum.
