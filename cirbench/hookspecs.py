@@ -49,7 +49,7 @@ def cirbench_composers() -> list[ComposerSpec]:
     :class:`cirbench.ComposerSpec` (``name``, ``build``, ``description``, ``paper``).
     ``build(ctx)`` receives a :class:`cirbench.ComposerContext` and returns a
     :class:`cirbench.Composer`; build the image encoder with
-    :func:`cirbench.encoders.image.build_image_backbone` so it follows the protocol.
+    :func:`cirbench.encoders.build_image_backbone` so it follows the protocol.
     """
 
 

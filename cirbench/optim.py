@@ -33,7 +33,10 @@ def protocol_optimizer(params: Iterable[nn.Parameter] | Iterable[dict], protocol
 
     ``lr``, ``momentum`` and ``weight_decay`` are the protocol's fields; a group dict may set
     its own ``lr``. Raises ValueError for an optimiser name it does not know (the protocol
-    refuses those when it is made) or no parameters."""
+    refuses those when it is made) or no parameters. The defaults (``sgd``, 0.01, 0.9) are
+    TIRG's recipe in one group.
+
+    See docs/papers.md §2."""
     params = list(params)
     if not params:
         raise ValueError(f"protocol {protocol.name!r}: the default optimiser got no parameters")

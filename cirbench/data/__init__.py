@@ -15,6 +15,8 @@
   (:func:`read_lines`, :func:`read_tsv`, :func:`read_json`, :func:`read_json_records`);
 * :mod:`~cirbench.data.validate`: the checks every dataset passes before training
   (:func:`validate_dataset`);
+* :mod:`~cirbench.data.model_inputs`: :func:`normalize_images` (uint8 images -> the
+  composer's float input, with the protocol's ``image_mean`` / ``image_std``);
 * :mod:`~cirbench.data.paths` (the rule for symbolic links), :mod:`~cirbench.data.decode`,
   :mod:`~cirbench.data.cache` (every cache: decoded images,
   generated datasets, text embeddings), :mod:`~cirbench.data.verify`.
