@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -15,7 +16,8 @@ def test_presets_exist_and_hashes_are_distinct_and_short():
     assert {"smoke", "quick", "full"} <= set(BY_NAME)
     hashes = [p.hash for p in BUILTIN_PROTOCOLS]
     assert len(set(hashes)) == len(hashes)
-    assert all(len(h) == 10 and int(h, 16) >= 0 for h in hashes)
+    # the first 10 hex digits of a SHA-256, lower case (int(h, 16) >= 0 held for any hex string)
+    assert all(re.fullmatch(r"[0-9a-f]{10}", h) for h in hashes), hashes
 
 
 def test_protocol_is_immutable():
@@ -83,6 +85,10 @@ def test_presets_with_default_new_fields_keep_their_published_hashes():
     quick = protocols["quick"]
     assert quick.version == 3 and quick.feature_stages == ("layer2", "layer3")
     assert quick.seeds == (0, 1, 2) and quick.image_size == 32
+    # their new hashes are pinned too: quick v3's is the one the committed leaderboard was made
+    # under (leaderboard/quick-d3a7f819ce--css-synth.md), full-css v2's read from `cirbench list`
+    assert (quick.hash, css.hash) == ("d3a7f819ce", "b75a6f2097")
+    assert sorted(protocols) == sorted([*PUBLISHED_HASHES, "quick", "full-css"])  # every preset pinned
 
 
 def test_new_fields_change_the_hash_only_away_from_their_default():
