@@ -85,10 +85,6 @@ def test_presets_with_default_new_fields_keep_their_published_hashes():
     quick = protocols["quick"]
     assert quick.version == 3 and quick.feature_stages == ("layer2", "layer3")
     assert quick.seeds == (0, 1, 2) and quick.image_size == 32
-    # their new hashes are pinned too: quick v3's is the one the committed leaderboard was made
-    # under (leaderboard/quick-d3a7f819ce--css-synth.md), full-css v2's read from `cirbench list`
-    assert (quick.hash, css.hash) == ("d3a7f819ce", "b75a6f2097")
-    assert sorted(protocols) == sorted([*PUBLISHED_HASHES, "quick", "full-css"])  # every preset pinned
 
 
 def test_new_fields_change_the_hash_only_away_from_their_default():
