@@ -75,9 +75,15 @@ def entry_of(ds, image_id: int) -> str:
 
 # --- registration -----------------------------------------------------------------------------------
 def test_datasets_and_protocols_are_registered():
+    # name -> (the plugin that provides it, the folder under the data root it reads)
+    expected = {"fashioniq": ("fashioniq", "fashioniq"), "fashioniq-joined": ("fashioniq", "fashioniq"),
+                "shoes": ("shoes", "shoes"), "birds-to-words": ("birds-to-words", "birds-to-words"),
+                "cirr": ("cirr", "cirr"), "cirr-subset": ("cirr", "cirr")}
+    assert set(expected) == set(MORE)
     for name in MORE:
         spec = REGISTRY.dataset(name)
-        assert spec.layout is not None and spec.description
+        assert (REGISTRY.provider("dataset", name).plugin, spec.layout.folder) == expected[name], name
+        assert spec.description.strip() and spec.layout.url.startswith(("http://", "https://")), name
     p = REGISTRY.protocols
     assert p["full-fashioniq"].ks == (10, 50) and p["full-fashioniq"].iterations == 100_000
     assert p["full-fashioniq"].lr_decay_every == 8_000 and p["full-fashioniq"].batch_size == 32

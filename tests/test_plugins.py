@@ -115,4 +115,14 @@ def test_external_plugin_listed_and_run_from_the_command_line(external_plugin, t
     assert result["status"] == "ok"
     assert result["composer"]["distribution"] == "cirbench-pixel-mean"
     assert result["plugins"]["cirbench-pixel-mean"] == "1.0"
-    assert 0.0 <= result["metrics"]["overall"]["R@1"] <= 1.0
+    # the metrics are the Recall@K of the ranks the run stored beside its result, counted here
+    # by hand: R@K = (number of queries whose first correct target is at rank < K) / queries
+    from cirbench.protocol import BUILTIN_PROTOCOLS
+    from cirbench.results import ResultsStore
+
+    smoke = next(p for p in BUILTIN_PROTOCOLS if p.name == "smoke")
+    (stored,) = list(ResultsStore(tmp_path / "res"))
+    ranks = ResultsStore(tmp_path / "res").load_ranks(stored).ranks.tolist()
+    assert len(ranks) == result["eval"]["num_queries"] > 0
+    assert result["metrics"]["overall"] == {
+        f"R@{k}": pytest.approx(sum(r < k for r in ranks) / len(ranks), abs=1e-12) for k in smoke.ks}

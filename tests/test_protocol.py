@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -15,7 +16,8 @@ def test_presets_exist_and_hashes_are_distinct_and_short():
     assert {"smoke", "quick", "full"} <= set(BY_NAME)
     hashes = [p.hash for p in BUILTIN_PROTOCOLS]
     assert len(set(hashes)) == len(hashes)
-    assert all(len(h) == 10 and int(h, 16) >= 0 for h in hashes)
+    # the first 10 hex digits of a SHA-256, lower case (int(h, 16) >= 0 held for any hex string)
+    assert all(re.fullmatch(r"[0-9a-f]{10}", h) for h in hashes), hashes
 
 
 def test_protocol_is_immutable():
