@@ -62,7 +62,7 @@ def test_hook_returning_non_list_is_named():
     class Plugin:
         @hookimpl
         def cirbench_datasets(self):
-            return DatasetSpec("x", lambda p, c: None)
+            return DatasetSpec("x", lambda ctx: None)
 
     with pytest.raises(PluginError, match="'bad-plugin'.*must return a list"):
         load_registry(extra_plugins=[("bad-plugin", Plugin())])
