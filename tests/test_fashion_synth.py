@@ -114,7 +114,7 @@ def test_cache_is_written_once_and_reused(tmp_path, monkeypatch):
     assert first.queries() == second.queries() and first.train_triplets() == second.train_triplets()
 
     # another image size is another cache entry; a damaged entry is regenerated
-    build(dataclasses.replace(SMOKE, image_size=32), tmp_path)
+    build(DatasetContext(dataclasses.replace(SMOKE, image_size=32), tmp_path))
     assert calls[-1] == ("tiny", 0, 32) and len(calls) == 2
     (folder / "data.json").write_text("{broken")
     third = build(DatasetContext(SMOKE, tmp_path))
@@ -255,7 +255,7 @@ def test_identity_targets_in_their_category_gallery(small):
 
 @pytest.mark.parametrize("size", [64, 32, 96])
 def test_images_have_the_protocols_size(tmp_path, size):
-    d = build(dataclasses.replace(SMOKE, image_size=size), tmp_path)
+    d = build(DatasetContext(dataclasses.replace(SMOKE, image_size=size), tmp_path))
     ids = [0, d.num_images - 1, int(d.gallery("boot")[0])]
     out = d.images(ids)
     assert out.dtype == torch.uint8 and tuple(out.shape) == (3, 3, size, size)

@@ -102,7 +102,8 @@ def _cli(args, env_extra, cwd):
 
 
 def test_external_plugin_listed_and_run_from_the_command_line(external_plugin, tmp_path):
-    env = {"PYTHONPATH": str(external_plugin), "CIRBENCH_CACHE": str(tmp_path / "cache")}
+    path = os.pathsep.join(p for p in (str(external_plugin), os.environ.get("PYTHONPATH", "")) if p)
+    env = {"PYTHONPATH": path, "CIRBENCH_CACHE": str(tmp_path / "cache")}
     out = _cli(["list"], env, tmp_path)
     assert out.returncode == 0, out.stderr
     assert "pixel-mean" in out.stdout and "cirbench-pixel-mean" in out.stdout
