@@ -338,7 +338,7 @@ def test_dataset_build_returning_something_else_fails_its_checks(tmp_path):
     from cirbench.data.contract import DatasetTypeError
 
     spec = DatasetSpec("not-a-dataset", lambda ctx: {"images": []})
-    with pytest.raises(DatasetTypeError, match="dataset 'not-a-dataset': build returned dict"):
+    with pytest.raises(DatasetTypeError, match=r"dataset 'not-a-dataset': build\(ctx\) returned dict"):
         spec.create(CONTEXT.protocol, tmp_path)
     results = run_checks("dataset", spec, context=CONTEXT)
     assert results and all(r.status == "failed" and "expected a cirbench.CIRDataset" in r.message
