@@ -163,6 +163,8 @@ class DatasetContext:
             with no ``layout``), or when the builder is called directly: a
             :class:`~cirbench.data.LocalImageDataset` then looks in the environment
             (:mod:`cirbench.data.locations`).
+
+    ``cache_dir`` and ``root`` given as strings are made :class:`~pathlib.Path`.
     """
 
     protocol: "Protocol"
