@@ -188,6 +188,10 @@ class Composer(nn.Module, abc.ABC):
         return torch.device(self.ctx.device)
 
 
+class ComposerTypeError(TypeError):
+    """A composer plugin's ``build(ctx)`` returned something other than a :class:`Composer`."""
+
+
 def supports_attention_maps(composer: Composer | type) -> bool:
     """Whether ``composer`` (an instance or a class) overrides :meth:`Composer.attention_maps`."""
     cls = composer if isinstance(composer, type) else type(composer)

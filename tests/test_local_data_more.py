@@ -501,11 +501,11 @@ def test_evaluate_honours_candidates():
 
 
 def test_conformance_flags_candidates_without_the_target():
-    spec = cirbench.DatasetSpec("subset-bad", lambda protocol, cache_dir: _SubsetRandom(protocol.image_size, bad=True))
+    spec = cirbench.DatasetSpec("subset-bad", lambda ctx: _SubsetRandom(ctx.protocol.image_size, bad=True))
     results = {r.check: r for r in run_checks("dataset", spec)}
     bad = results["check_query_targets_in_gallery"]
     assert bad.status == "failed" and "are not among its candidates" in bad.message
-    good = cirbench.DatasetSpec("subset-ok", lambda protocol, cache_dir: _SubsetRandom(protocol.image_size))
+    good = cirbench.DatasetSpec("subset-ok", lambda ctx: _SubsetRandom(ctx.protocol.image_size))
     assert {r.status for r in run_checks("dataset", good)} == {"passed"}
 
 

@@ -62,7 +62,7 @@ def test_hook_returning_non_list_is_named():
     class Plugin:
         @hookimpl
         def cirbench_datasets(self):
-            return DatasetSpec("x", lambda p, c: None)
+            return DatasetSpec("x", lambda ctx: None)
 
     with pytest.raises(PluginError, match="'bad-plugin'.*must return a list"):
         load_registry(extra_plugins=[("bad-plugin", Plugin())])
@@ -102,7 +102,8 @@ def _cli(args, env_extra, cwd):
 
 
 def test_external_plugin_listed_and_run_from_the_command_line(external_plugin, tmp_path):
-    env = {"PYTHONPATH": str(external_plugin), "CIRBENCH_CACHE": str(tmp_path / "cache")}
+    path = os.pathsep.join(p for p in (str(external_plugin), os.environ.get("PYTHONPATH", "")) if p)
+    env = {"PYTHONPATH": path, "CIRBENCH_CACHE": str(tmp_path / "cache")}
     out = _cli(["list"], env, tmp_path)
     assert out.returncode == 0, out.stderr
     assert "pixel-mean" in out.stdout and "cirbench-pixel-mean" in out.stdout

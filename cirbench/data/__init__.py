@@ -1,7 +1,7 @@
 """Dataset contract and data machinery (public API for dataset plugins).
 
 * :mod:`~cirbench.data.contract`: the contract (:class:`CIRDataset`, :class:`DatasetSpec`,
-  :class:`Query`, :class:`Triplet`);
+  :class:`DatasetContext`, :class:`Query`, :class:`Triplet`);
 * :mod:`~cirbench.data.local`: :class:`LocalImageDataset`, the base of loaders of image
   files listed by relative path under a root, and its :class:`ImageIndex`;
 * :mod:`~cirbench.data.layout`: :class:`DataLayout`, :class:`Requirement`,
@@ -31,7 +31,7 @@ from cirbench.data.annotations import (
     read_text,
     read_tsv,
 )
-from cirbench.data.contract import Availability, CIRDataset, DatasetSpec, Query, Triplet
+from cirbench.data.contract import Availability, CIRDataset, DatasetContext, DatasetSpec, Query, Triplet
 from cirbench.data.decode import ImageTransform, decode_image, display_rgb
 from cirbench.data.errors import (
     AnnotationError,
@@ -64,6 +64,7 @@ __all__ = [
     "DataLayout",
     "DataLocations",
     "DatasetNotAvailable",
+    "DatasetContext",
     "DatasetSpec",
     "DatasetValidationError",
     "DatasetValidationWarning",

@@ -14,7 +14,7 @@ between L2-normalised, learnably scaled query and target embeddings (TIRG's
 Optimiser (all three): TIRG's ``main.py`` gives every model, baselines included, the same
 SGD (momentum 0.9, lr 0.01, the protocol's weight decay) with its parameter groups: with
 ImageNet weights the trunk learns at the protocol's ``backbone_lr_mult`` (0.1; 1.0 = one
-group on ``full-css``) times lr (:func:`cirbench.optim.image_encoder_param_groups`).
+group on ``full-css``) times lr (:func:`cirbench.encoders.image_encoder_param_groups`).
 """
 
 from __future__ import annotations
@@ -24,11 +24,16 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from cirbench import Composer, ComposerContext, TrainBatch
-from cirbench.encoders.image import ImageEncoder
-from cirbench.encoders.text import LSTMTextEncoder
-from cirbench.optim import image_encoder_param_groups
-from cirbench.losses import NormalizationLayer, base_loss
+from cirbench import (
+    Composer,
+    ComposerContext,
+    ImageEncoder,
+    LSTMTextEncoder,
+    NormalizationLayer,
+    TrainBatch,
+    base_loss,
+    image_encoder_param_groups,
+)
 
 
 #: TIRG main.py's base learning rate (every model).

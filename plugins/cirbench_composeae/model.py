@@ -2,7 +2,7 @@
 ``img_text_composition_models.py`` class ``ComposeAE``, ``main.py`` ``train_loop``).
 
 Query: ``v = f(z, q) = a rho(phi) + b rho_conv(...)`` with ``z`` the reference image's feature
-(:class:`cirbench.encoders.image.ImageEncoder`, the protocol's backbone + ``Linear`` to ``d``) and
+(:class:`cirbench.encoders.ImageEncoder`, the protocol's backbone + ``Linear`` to ``d``) and
 ``q`` the modification text's feature (:mod:`.modules` has every equation). Gallery: ``z``.
 
 Training objective (code: ``compute_loss`` and ``train_loop``; ``N`` = the shared
@@ -28,12 +28,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cirbench import Composer, ComposerContext, TrainBatch
-from cirbench.encoders.image import ImageEncoder
-from cirbench.encoders.sentence import SentenceEncoder
-from cirbench.encoders.text import LSTMTextEncoder
-from cirbench.optim import image_encoder_param_groups
-from cirbench.losses import NormalizationLayer, base_loss
+from cirbench import (
+    Composer,
+    ComposerContext,
+    ImageEncoder,
+    LSTMTextEncoder,
+    NormalizationLayer,
+    SentenceEncoder,
+    TrainBatch,
+    base_loss,
+    image_encoder_param_groups,
+)
 
 from cirbench_composeae.modules import ComposeAEComposition, ImageDecoder, TextDecoder
 from cirbench_composeae.text import FrozenTextEmbeddings, resolve_text_model
@@ -70,7 +75,7 @@ class ComposeAE(Composer):
     Keywords (defaults = the public code, except where docs/papers.md §0 decides otherwise):
 
     * ``text_encoder``: ``"bert"`` (default): frozen mean-pooled sentence vectors of a local
-      BERT-family model (:class:`cirbench.encoders.sentence.SentenceEncoder`); ``"lstm"``: TIRG's
+      BERT-family model (:class:`cirbench.encoders.SentenceEncoder`); ``"lstm"``: TIRG's
       trainable vocabulary LSTM with output ``d`` (the "random embedding" variant in SAC's
       tables; the code's LSTM would not fit its 768-wide modules).
     * ``text_model``: the BERT-family directory (else ``$CIRBENCH_COMPOSEAE_TEXT_MODEL``, else
