@@ -24,7 +24,7 @@ import torch
 from tabulate import tabulate
 
 from cirbench.composer import ComposerContext, TrainBatch
-from cirbench.encoders import build_image_backbone
+from cirbench.encoders.image import build_image_backbone
 from cirbench.metrics import effective_chunk, rank_queries
 from cirbench.plugins import load_registry
 from cirbench.provenance import describe_device, peak_memory_mb, reset_peak_memory, resolve_device

@@ -37,9 +37,9 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
-from cirbench.cli import default_cache_dir
+from cirbench.cli.options import default_cache_dir
 from cirbench.composer import ComposerContext
-from cirbench.encoders import build_image_backbone
+from cirbench.encoders.image import build_image_backbone
 from cirbench.pipeline import TrainInput
 from cirbench.plugins import load_registry
 from cirbench.provenance import describe_device, resolve_device

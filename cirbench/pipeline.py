@@ -1,7 +1,7 @@
 """The training input pipeline: the triplets a run draws -> a :class:`TrainBatch` on the device.
 
 Every batch is what :func:`cirbench.train.make_batch` makes of the same triplets, bit for bit
-(the same uint8 pixels, normalised by :func:`cirbench.data.images.normalize_images`), but
+(the same uint8 pixels, normalised by :func:`cirbench.data.model_inputs.normalize_images`), but
 fetched one of two faster ways (:class:`TrainInput` chooses):
 
 * **table on the device**: a dataset that holds its images in memory
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -35,7 +35,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from cirbench import distributed
 from cirbench.composer import TrainBatch
 from cirbench.data.contract import CIRDataset, Triplet
-from cirbench.data.images import normalize_images
+from cirbench.data.model_inputs import normalize_images
+
+if TYPE_CHECKING:
+    from cirbench.protocol import Protocol
 
 #: The largest uint8 image table kept whole on the training device (bytes).
 DEVICE_TABLE_BYTES = 4 * 2**30
@@ -45,13 +48,14 @@ _TABLE_CHUNK = 4096
 
 def batch_from_images(
     triplets: Sequence[Triplet], references: torch.Tensor, targets: torch.Tensor,
-    device: torch.device | str, channels_last: bool = False,
+    device: torch.device | str, channels_last: bool = False, protocol: "Protocol | None" = None,
 ) -> TrainBatch:
     """The :class:`TrainBatch` of ``triplets`` from their uint8 images ``[B, 3, S, S]``
     (``references``, ``targets``: on the host or already on ``device``), normalised on
-    ``device``; ``channels_last`` gives the image tensors that memory format (same values)."""
-    ref = normalize_images(references, device)
-    tgt = normalize_images(targets, device)
+    ``device`` with the ``protocol``'s ``image_mean`` / ``image_std`` (None: the protocol
+    defaults); ``channels_last`` gives the image tensors that memory format (same values)."""
+    ref = normalize_images(references, device, protocol)
+    tgt = normalize_images(targets, device, protocol)
     if channels_last:
         ref = ref.contiguous(memory_format=torch.channels_last)
         tgt = tgt.contiguous(memory_format=torch.channels_last)
@@ -133,6 +137,8 @@ class TrainInput:
         workers: loader worker processes (0: the main thread); unused for a table.
         channels_last: give the image tensors ``torch.channels_last`` memory format.
         table: force (True) or forbid (False) the table on the device; None: :func:`table_fits`.
+        protocol: the run's protocol, whose ``image_mean`` / ``image_std`` normalise the
+            images (None: the protocol defaults).
 
     :meth:`batch` returns the batch of the triplets the loop drew; ``wait_seconds`` sums the
     time the loop spent in it (waiting on data) and ``mode`` is ``"device-table"`` or
@@ -142,12 +148,14 @@ class TrainInput:
     def __init__(
         self, dataset: CIRDataset, device: torch.device | str, image_size: int, rng: np.random.Generator,
         batch_size: int, steps: int, workers: int = 0, channels_last: bool = False, table: bool | None = None,
+        protocol: "Protocol | None" = None,
     ) -> None:
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
         self.dataset = dataset
         self.device = torch.device(device)
         self.channels_last = channels_last
+        self.protocol = protocol
         self.workers = workers
         self.wait_seconds = 0.0
         use_table = table_fits(dataset, image_size, self.device) if table is None else table
@@ -182,7 +190,8 @@ class TrainInput:
                 idx = torch.tensor(refs + tgts, dtype=torch.long, device=self.device)
                 images = self._table.index_select(0, idx)
                 b = len(refs)
-                return batch_from_images(triplets, images[:b], images[b:], self.device, self.channels_last)
+                return batch_from_images(triplets, images[:b], images[b:], self.device, self.channels_last,
+                                         self.protocol)
             try:
                 key, ref, tgt = next(self._iter)
             except StopIteration:
@@ -190,7 +199,7 @@ class TrainInput:
             if tuple(map(tuple, key)) != _key(triplets):
                 raise RuntimeError("input pipeline out of step with the training loop: the loader's "
                                    "batch is not the one the run's generator drew")
-            return batch_from_images(triplets, ref, tgt, self.device, self.channels_last)
+            return batch_from_images(triplets, ref, tgt, self.device, self.channels_last, self.protocol)
         finally:
             self.wait_seconds += time.perf_counter() - t0
 

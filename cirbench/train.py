@@ -69,12 +69,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_batch(dataset: CIRDataset, triplets, device: torch.device | str) -> TrainBatch:
+def make_batch(dataset: CIRDataset, triplets, device: torch.device | str,
+               protocol: Protocol | None = None) -> TrainBatch:
     """Load and normalise the images of ``triplets`` into a :class:`TrainBatch` (on the
     calling thread; the definition of a batch that :class:`cirbench.pipeline.TrainInput`
-    reproduces bit for bit, faster)."""
+    reproduces bit for bit, faster), normalised with the ``protocol``'s image statistics
+    (None: the protocol defaults)."""
     return batch_from_images(triplets, dataset.images([t.reference for t in triplets]),
-                             dataset.images([t.target for t in triplets]), device)
+                             dataset.images([t.target for t in triplets]), device, protocol=protocol)
 
 
 #: The autocast dtype of each value of the protocol's ``precision`` field
@@ -271,7 +273,7 @@ def train(
     todo = protocol.iterations - start_step if stop_after is None else min(stop_after, protocol.iterations - start_step)
     try:
         with TrainInput(dataset, device, protocol.image_size, rng, protocol.batch_size, max(0, todo),
-                        workers=workers, channels_last=cuda) as source:
+                        workers=workers, channels_last=cuda, protocol=protocol) as source:
             setup = {"input": source.mode, "workers": workers if source.mode == "loader" else 0,
                      "precision": protocol.precision, "compiled": compiled,
                      "channels_last": cuda, "cudnn_benchmark": cuda}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cirbench import DatasetContext
 from cirbench.protocol import BUILTIN_PROTOCOLS
 
 SMOKE = next(p for p in BUILTIN_PROTOCOLS if p.name == "smoke")
@@ -21,7 +22,7 @@ EXTERNAL_PLUGIN = textwrap.dedent(
     from torch import nn
 
     import cirbench
-    from cirbench.losses import NormalizationLayer, base_loss
+    from cirbench import NormalizationLayer, base_loss
 
 
     class PixelMean(cirbench.Composer):
@@ -106,4 +107,4 @@ def css_tiny(tmp_path_factory):
     """css-synth at the smoke protocol's scale (built once per session)."""
     from cirbench.plugins import load_registry
 
-    return load_registry().dataset("css-synth").build(SMOKE, tmp_path_factory.mktemp("css-cache"))
+    return load_registry().dataset("css-synth").build(DatasetContext(SMOKE, tmp_path_factory.mktemp("css-cache")))

@@ -15,6 +15,10 @@ TEXTS = [
     "add gray sphere to center",
     "remove small purple cube",
 ]
+#: a text that is not among :data:`TEXTS`
+UNSEEN = "make the yellow cube small"
+#: width of the tiny BERT of :func:`write_tiny_bert`
+TINY_HIDDEN = 24
 
 
 def random_batch(b: int = 4, size: int = 32, seed: int = 0) -> TrainBatch:
@@ -39,3 +43,26 @@ def randomise_bn(bn: nn.modules.batchnorm._BatchNorm, seed: int) -> None:
         bn.running_var.copy_(var.to(bn.running_var))
         bn.weight.copy_(torch.randn(n, generator=g, dtype=torch.float64).to(bn.weight))
         bn.bias.copy_(torch.randn(n, generator=g, dtype=torch.float64).to(bn.bias))
+
+
+def write_tiny_bert(path, seed: int = 0, hidden: int = TINY_HIDDEN):
+    """A randomly initialised BERT (2 layers, ``hidden`` wide) and a BertTokenizer over a tiny
+    vocabulary, saved as a transformers model directory."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    path.mkdir(parents=True, exist_ok=True)
+    words = sorted({w for t in TEXTS + [UNSEEN] for w in t.replace("-", " - ").split()})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizer(str(path / "vocab.txt")).save_pretrained(str(path))
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(str(path))
+    return path

@@ -26,6 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from cirbench import DatasetContext
 from cirbench.cli import main
 from cirbench.composer import Composer, ComposerContext
 from cirbench.data import cache
@@ -33,7 +34,7 @@ from cirbench.data.cache import ArrowImageCache, CacheKey, Sources, cache_entrie
 from cirbench.data import DataLocations
 from cirbench.data.decode import ImageTransform, decode_image
 from cirbench.data.errors import AnnotationError, CorruptImageError
-from cirbench.data.images import IMAGENET_MEAN, IMAGENET_STD
+from cirbench.data.model_inputs import IMAGENET_MEAN, IMAGENET_STD
 from cirbench.evaluate import evaluate
 from cirbench.plugins import load_registry
 from cirbench.storage import atomic_write_folder
@@ -117,7 +118,7 @@ def image_file(root: Path, asin: str) -> Path:
 
 def recall_at_1(root: Path, cache_dir: Path) -> float:
     """A fresh dataset (what a new run builds) and a real Recall@1 through evaluate()."""
-    ds = FashionIQDataset.build(SMOKE, cache_dir, root)
+    ds = FashionIQDataset.build(DatasetContext(SMOKE, cache_dir, root))
     assert len(ds.queries()) == 11
     composer = RedAngle(ComposerContext(protocol=SMOKE, train_texts=[]))
     return evaluate(composer, ds, ks=(1,)).overall["R@1"]
@@ -130,7 +131,7 @@ def first_copy(tmp_path) -> Path:
 
 def test_the_composer_gives_the_hand_computed_recall_without_a_cache(first_copy):
     # the reference point: decoding every image, no cache involved
-    ds = FashionIQDataset.build(SMOKE, None, first_copy)
+    ds = FashionIQDataset.build(DatasetContext(SMOKE, None, first_copy))
     composer = RedAngle(ComposerContext(protocol=SMOKE, train_texts=[]))
     assert evaluate(composer, ds, ks=(1,)).overall["R@1"] == pytest.approx(R1_FIRST_COPY, abs=1e-4)
 
@@ -197,7 +198,7 @@ def test_a_deleted_image_raises_instead_of_serving_cached_pixels(tmp_path, first
     assert recall_at_1(first_copy, shared) == pytest.approx(R1_FIRST_COPY, abs=1e-4)
     dv2 = image_file(first_copy, "DV2")
     dv2.unlink()
-    ds = FashionIQDataset.build(SMOKE, shared, first_copy)
+    ds = FashionIQDataset.build(DatasetContext(SMOKE, shared, first_copy))
     with pytest.raises(CorruptImageError, match="DV2.jpg") as err:
         ds.images([0])  # any image: the cache as a whole is no longer what the files say
     assert err.value.path == str(dv2)
@@ -444,7 +445,7 @@ def test_text_embeddings_follow_the_encoder_files_and_the_texts(tmp_path, caplog
 
 def test_data_cache_list_and_clear_every_kind(tmp_path, first_copy, capsys):
     c = tmp_path / "c"
-    FashionIQDataset.build(SMOKE, c, first_copy).images([0])
+    FashionIQDataset.build(DatasetContext(SMOKE, c, first_copy)).images([0])
     cache.load_or_generate(c, "css-synth", {"version": 1, "seed": 0}, _toy_generator([], 0), (2, 2, 3))
     cache.load_or_compute_embeddings(c, "fashioniq", "bert:1", _model_dir(tmp_path / "bert", b"w"), ["a"],
                                      _encoder([], 1.0), 2)

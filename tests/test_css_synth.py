@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import cirbench_css_synth
 import cirbench_css_synth.cache as css_cache
-from cirbench import CIRDataset, Protocol, Query, Triplet
+from cirbench import CIRDataset, DatasetContext, Protocol, Query, Triplet
 from cirbench.plugins import load_registry
 from cirbench.protocol import BUILTIN_PROTOCOLS
 from cirbench_css_synth import CssSynthDataset, build, render_scene
@@ -46,7 +46,7 @@ def tiny() -> tuple[np.ndarray, dict]:
 
 @pytest.fixture(scope="module")
 def ds(tmp_path_factory: pytest.TempPathFactory) -> CssSynthDataset:
-    return build(SMOKE, tmp_path_factory.mktemp("cache"))
+    return build(DatasetContext(SMOKE, tmp_path_factory.mktemp("cache")))
 
 
 # ------------------------------------------------------------------ TIRG's renderer
@@ -383,7 +383,7 @@ def test_images_resized_to_protocol_size(ds, tmp_path):
         name="t32", version=1, description="", dataset_scale="tiny", backbone="resnet18",
         pretrained=False, image_size=32, embed_dim=8, batch_size=2, iterations=1,
     )
-    small = build(proto, tmp_path)
+    small = build(DatasetContext(proto, tmp_path))
     x = small.images([0, 1])
     assert x.dtype == torch.uint8 and tuple(x.shape) == (2, 3, 32, 32)
     # the same picture as PIL's antialiased bilinear resize of the 64-px image, within rounding
@@ -416,7 +416,7 @@ def test_sample_triplets_tirg_pairs(ds):
 
 
 def test_cache_is_written_atomically_and_reused(tmp_path, monkeypatch):
-    first = build(SMOKE, tmp_path)
+    first = build(DatasetContext(SMOKE, tmp_path))
     folder = css_cache.cache_folder(tmp_path, "tiny", 0)
     assert folder.parent == tmp_path / "generated" and folder.name.startswith(f"css-synth-v{GEN_VERSION}-tiny-seed0-")
     assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no temp folders left
@@ -427,7 +427,7 @@ def test_cache_is_written_atomically_and_reused(tmp_path, monkeypatch):
         raise AssertionError("regenerated although the cache is valid")
 
     monkeypatch.setattr(css_cache, "generate", boom)
-    second = build(SMOKE, tmp_path)
+    second = build(DatasetContext(SMOKE, tmp_path))
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == mtimes
     n = first.num_images
     assert torch.equal(first.images(range(n)), second.images(range(n)))
@@ -437,7 +437,7 @@ def test_cache_is_written_atomically_and_reused(tmp_path, monkeypatch):
 @pytest.mark.parametrize("damage", ["missing_images", "truncated_images", "short_images",
                                     "bad_json", "other_version", "empty_folder", "bad_record"])
 def test_corrupt_cache_is_regenerated(tmp_path, damage):
-    good = build(SMOKE, tmp_path)
+    good = build(DatasetContext(SMOKE, tmp_path))
     folder = css_cache.cache_folder(tmp_path, "tiny", 0)
     images_file, meta_file = folder / "images.npy", folder / "data.json"
     if damage == "missing_images":
@@ -457,7 +457,7 @@ def test_corrupt_cache_is_regenerated(tmp_path, damage):
     else:
         images_file.unlink()
         meta_file.unlink()
-    again = build(SMOKE, tmp_path)
+    again = build(DatasetContext(SMOKE, tmp_path))
     assert torch.equal(good.images(range(good.num_images)), again.images(range(again.num_images)))
     assert again.queries() == good.queries()
     assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]
@@ -466,7 +466,7 @@ def test_corrupt_cache_is_regenerated(tmp_path, damage):
 
 
 def test_no_cache_dir_generates_in_memory(ds):
-    d = build(SMOKE, None)
+    d = build(DatasetContext(SMOKE, None))
     assert d.num_images == ds.num_images and d.queries() == ds.queries()
 
 

@@ -513,7 +513,7 @@ class _BadIds(RandomDataset):
 
 
 def _spec(make) -> DatasetSpec:
-    return DatasetSpec("toy", lambda protocol, cache_dir: make(protocol.image_size))
+    return DatasetSpec("toy", lambda ctx: make(ctx.protocol.image_size))
 
 
 def test_embedded_datasets_pass_validation():
@@ -551,7 +551,7 @@ def test_image_globs_and_verify_follow_the_rule(tmp_path):
     from cirbench.data import DataLayout
 
     layout = DataLayout(folder="toy", image_globs=("imgs/*.jpg",))
-    spec = DatasetSpec("toy", lambda protocol, cache_dir, root: RandomDataset(16), layout=layout)
+    spec = DatasetSpec("toy", lambda ctx: RandomDataset(16), layout=layout)
     root = tmp_path / "toy"
     write_image(root / "store" / "a.jpg", 1)
     write_image(root / "store" / "b.jpg", 2)

@@ -39,7 +39,7 @@ from cirbench.data import (
     read_text,
     read_tsv,
 )
-from cirbench.data.images import IMAGENET_MEAN, IMAGENET_STD
+from cirbench.data.model_inputs import IMAGENET_MEAN, IMAGENET_STD
 from cirbench.data.verify import verify_dataset
 from cirbench.evaluate import evaluate
 from cirbench.plugins import load_registry

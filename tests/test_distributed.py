@@ -24,7 +24,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from cirbench import distributed
+from cirbench import DatasetContext, distributed
 from cirbench.composer import ComposerContext
 from cirbench.evaluate import evaluate
 from cirbench.results import ResultsStore
@@ -78,7 +78,7 @@ def _protocol():
 def _dataset(cache: Path):
     from cirbench.plugins import load_registry
 
-    return load_registry().dataset("css-synth").build(_protocol(), cache)
+    return load_registry().dataset("css-synth").build(DatasetContext(_protocol(), cache))
 
 
 def _run(name, ds, checkpoint=None, stop_after=None):

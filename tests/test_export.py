@@ -19,7 +19,7 @@ import torch
 
 from cirbench.composer import Composer, ComposerContext
 from cirbench.data.errors import AnnotationError
-from cirbench.data.images import normalize_images
+from cirbench.data.model_inputs import normalize_images
 from cirbench.data.locations import DataLocations
 from cirbench.export import ExportFormatError, export_predictions, has_hidden_split, rank_hidden
 from cirbench.plugins import load_registry
@@ -105,8 +105,11 @@ def test_cirr_hidden_split_is_apart_from_evaluation(cirr_root):
     # the test images live in their own index: names map back to test1 names only
     assert sorted(split.image_names.values()) == sorted(CIRR_TEST1)
     assert len(split.galleries["all"]) == len(CIRR_TEST1)
-    # evaluation is unchanged: val queries only, each with its target
-    assert all(q.targets for q in ds.queries()) and len(val_refs) >= 1
+    # evaluation is unchanged: the fixture's two val queries (dev-0 -> dev-1, dev-6 -> dev-2;
+    # its self pair left out), each with its target
+    name = {i: Path(e).stem for i, e in enumerate(ds.index.entries)}
+    assert sorted(name[r] for r in val_refs) == ["dev-0-img", "dev-6-img"]
+    assert sorted(name[t] for q in ds.queries() for t in q.targets) == ["dev-1-img", "dev-2-img"]
     # candidates: the 5 other members of the image set
     q0 = split.queries[0]
     assert len(q0.candidates) == 5 and q0.reference not in q0.candidates

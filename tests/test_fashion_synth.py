@@ -13,6 +13,7 @@ import torch
 
 import cirbench_fashion_synth
 import cirbench_fashion_synth.dataset as fs_dataset
+from cirbench import DatasetContext
 from cirbench.plugins import load_registry
 from cirbench.protocol import BUILTIN_PROTOCOLS
 from cirbench.testing import parametrize_with_checks
@@ -48,7 +49,7 @@ def small() -> tuple[np.ndarray, dict]:
 
 @pytest.fixture(scope="module")
 def ds(tmp_path_factory: pytest.TempPathFactory) -> FashionSynthDataset:
-    return build(SMOKE, tmp_path_factory.mktemp("fs-cache"))
+    return build(DatasetContext(SMOKE, tmp_path_factory.mktemp("fs-cache")))
 
 
 def _texts(meta: dict) -> list[str]:
@@ -97,7 +98,7 @@ def test_cache_is_written_once_and_reused(tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(fs_dataset, "generate", counting)
-    first = build(SMOKE, tmp_path)
+    first = build(DatasetContext(SMOKE, tmp_path))
     assert calls == [("tiny", 0, 64)]
     folder = fs_dataset.cache_folder(tmp_path, "tiny", 0, 64)
     assert folder.parent == tmp_path / "generated"
@@ -106,22 +107,22 @@ def test_cache_is_written_once_and_reused(tmp_path, monkeypatch):
     assert sorted(p.name for p in folder.iterdir()) == ["data.json", "images.npy", "meta.json"]
     mtimes = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
 
-    second = build(SMOKE, tmp_path)
+    second = build(DatasetContext(SMOKE, tmp_path))
     assert len(calls) == 1, "regenerated although the cache is valid"
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == mtimes
     assert torch.equal(first.images(range(first.num_images)), second.images(range(second.num_images)))
     assert first.queries() == second.queries() and first.train_triplets() == second.train_triplets()
 
     # another image size is another cache entry; a damaged entry is regenerated
-    build(dataclasses.replace(SMOKE, image_size=32), tmp_path)
+    build(DatasetContext(dataclasses.replace(SMOKE, image_size=32), tmp_path))
     assert calls[-1] == ("tiny", 0, 32) and len(calls) == 2
     (folder / "data.json").write_text("{broken")
-    third = build(SMOKE, tmp_path)
+    third = build(DatasetContext(SMOKE, tmp_path))
     assert len(calls) == 3 and third.queries() == first.queries()
 
 
 def test_no_cache_dir_generates_in_memory(ds):
-    d = build(SMOKE, None)
+    d = build(DatasetContext(SMOKE, None))
     assert d.num_images == ds.num_images and d.queries() == ds.queries()
 
 
@@ -254,7 +255,7 @@ def test_identity_targets_in_their_category_gallery(small):
 
 @pytest.mark.parametrize("size", [64, 32, 96])
 def test_images_have_the_protocols_size(tmp_path, size):
-    d = build(dataclasses.replace(SMOKE, image_size=size), tmp_path)
+    d = build(DatasetContext(dataclasses.replace(SMOKE, image_size=size), tmp_path))
     ids = [0, d.num_images - 1, int(d.gallery("boot")[0])]
     out = d.images(ids)
     assert out.dtype == torch.uint8 and tuple(out.shape) == (3, 3, size, size)

@@ -14,6 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cirbench import DatasetContext
 from cirbench.cli import main
 from cirbench.data import (
     AnnotationError,
@@ -120,7 +121,7 @@ def test_build_without_root_reads_the_environment(data_root, monkeypatch):
     from cirbench_mit_states import MitStatesDataset
 
     monkeypatch.setenv("CIRBENCH_DATA", str(data_root))
-    ds = REGISTRY.dataset("mit-states").build(SMOKE, None)  # two-argument call still works
+    ds = REGISTRY.dataset("mit-states").build(DatasetContext(SMOKE))  # no root: from the environment
     assert isinstance(ds, MitStatesDataset) and ds.root == data_root / "mit-states"
 
 

@@ -75,9 +75,15 @@ def entry_of(ds, image_id: int) -> str:
 
 # --- registration -----------------------------------------------------------------------------------
 def test_datasets_and_protocols_are_registered():
+    # name -> (the plugin that provides it, the folder under the data root it reads)
+    expected = {"fashioniq": ("fashioniq", "fashioniq"), "fashioniq-joined": ("fashioniq", "fashioniq"),
+                "shoes": ("shoes", "shoes"), "birds-to-words": ("birds-to-words", "birds-to-words"),
+                "cirr": ("cirr", "cirr"), "cirr-subset": ("cirr", "cirr")}
+    assert set(expected) == set(MORE)
     for name in MORE:
         spec = REGISTRY.dataset(name)
-        assert spec.layout is not None and spec.description
+        assert (REGISTRY.provider("dataset", name).plugin, spec.layout.folder) == expected[name], name
+        assert spec.description.strip() and spec.layout.url.startswith(("http://", "https://")), name
     p = REGISTRY.protocols
     assert p["full-fashioniq"].ks == (10, 50) and p["full-fashioniq"].iterations == 100_000
     assert p["full-fashioniq"].lr_decay_every == 8_000 and p["full-fashioniq"].batch_size == 32
@@ -481,7 +487,7 @@ def test_evaluate_honours_candidates():
     protocol = dataclasses.replace(SMOKE, image_size=16)
     composer = _Pooled(cirbench.ComposerContext(protocol=protocol, train_texts=ds.train_texts()))
     ev = evaluate(composer, ds, (1, 2, 3), batch_size=5, chunk=3)
-    from cirbench.data.images import normalize_images
+    from cirbench.data.model_inputs import normalize_images
 
     qs = ds.queries()
     q_emb = composer.compose(normalize_images(ds.images([q.reference for q in qs]), "cpu"), [q.text for q in qs])
@@ -495,11 +501,11 @@ def test_evaluate_honours_candidates():
 
 
 def test_conformance_flags_candidates_without_the_target():
-    spec = cirbench.DatasetSpec("subset-bad", lambda protocol, cache_dir: _SubsetRandom(protocol.image_size, bad=True))
+    spec = cirbench.DatasetSpec("subset-bad", lambda ctx: _SubsetRandom(ctx.protocol.image_size, bad=True))
     results = {r.check: r for r in run_checks("dataset", spec)}
     bad = results["check_query_targets_in_gallery"]
     assert bad.status == "failed" and "are not among its candidates" in bad.message
-    good = cirbench.DatasetSpec("subset-ok", lambda protocol, cache_dir: _SubsetRandom(protocol.image_size))
+    good = cirbench.DatasetSpec("subset-ok", lambda ctx: _SubsetRandom(ctx.protocol.image_size))
     assert {r.status for r in run_checks("dataset", good)} == {"passed"}
 
 

@@ -100,7 +100,13 @@ def test_frozen_pretrained_is_the_frozen_sentence_encoder():
     encoder = [m for m in model.modules() if getattr(m, "weights_name", "")]
     assert encoder, "composeae loads a pretrained sentence encoder"
     frozen_encoder = sum(p.numel() for m in encoder for p in m.parameters() if not p.requires_grad)
-    assert frozen_encoder > 0
+    # all-MiniLM-L6-v2 counted by hand (BERT, vocabulary 30522, hidden 384, 6 layers,
+    # intermediate 1536, 512 positions, 2 token types; the pooler is not loaded):
+    #   embeddings (30522 + 512 + 2) * 384 + LayerNorm 768                  = 11_918_592
+    #   per layer 4 * (384 * 384 + 384) + (384 * 1536 + 1536) + (1536 * 384 + 384) + 2 * 768
+    #             = 591_360 + 591_360 + 590_208 + 1_536                      =  1_774_464
+    #   11_918_592 + 6 * 1_774_464                                           = 22_565_376
+    assert frozen_encoder == 22_565_376
     assert counts["frozen_pretrained"] == frozen_encoder == counts["frozen"]
     # a model without pretrained weights reports none
     assert CONTEXT.build_composer("tirg").parameter_counts()["frozen_pretrained"] == 0

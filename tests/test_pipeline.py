@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from cirbench import CIRDataset, ComposerContext, Triplet
+from cirbench import CIRDataset, ComposerContext, DatasetContext, Triplet
 from cirbench import pipeline
 from cirbench.pipeline import TrainInput, table_fits
 from cirbench.plugins import load_registry
@@ -71,7 +71,7 @@ class _Files(CIRDataset):
 def css32(tmp_path_factory):
     """css-synth at 32 px: its images() resizes the 64 px canvas (the table is resized once)."""
     proto = dataclasses.replace(SMOKE, image_size=32)
-    return load_registry().dataset("css-synth").build(proto, tmp_path_factory.mktemp("css32"))
+    return load_registry().dataset("css-synth").build(DatasetContext(proto, tmp_path_factory.mktemp("css32")))
 
 
 def test_device_table_batches_are_make_batch_batches(css_tiny, css32):
