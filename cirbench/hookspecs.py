@@ -94,7 +94,8 @@ def cirbench_datasets() -> list[DatasetSpec]:
     """Contribute datasets.
 
     Called once per registry build, with no arguments. Return a list of
-    :class:`cirbench.DatasetSpec` (``name``, ``build``, ``description``). ``build(ctx)``
+    :class:`cirbench.DatasetSpec` (``name``, ``build``, ``description``, and ``presets``: the
+    protocol presets meant for it, which ``cirbench list`` shows). ``build(ctx)``
     receives a :class:`cirbench.DatasetContext` (``ctx.protocol``, ``ctx.cache_dir``,
     ``ctx.root``) and must return a :class:`cirbench.CIRDataset` at the protocol's
     ``dataset_scale`` and ``image_size``; it is only called when the dataset is used, so

@@ -220,14 +220,24 @@ class DatasetSpec:
     (raising :class:`~cirbench.data.errors.DatasetNotAvailable`), builds and validates;
     :meth:`availability` answers without building. Embedded datasets (no ``layout``) are
     always available.
+
+    ``presets`` names the protocol presets meant for the dataset, its own first (a real
+    dataset's paper-scale ``full-<name>``; an embedded dataset's ``quick``...); ``cirbench
+    list`` shows them beside the dataset, and each preset beside its datasets. Empty: the
+    plugin says nothing (any protocol may be used).
     """
 
     name: str
     build: "Callable[[DatasetContext], CIRDataset]"
     description: str = ""
     layout: "DataLayout | None" = None
+    presets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.presets, str) or not all(isinstance(p, str) for p in self.presets):
+            raise TypeError(f"dataset {self.name!r}: presets must be a sequence of protocol names, "
+                            f"got {self.presets!r}")
+        object.__setattr__(self, "presets", tuple(self.presets))
         required = _required_positional(self.build) if callable(self.build) else None
         if required is not None and required > 1:
             raise DatasetBuildSignatureError(

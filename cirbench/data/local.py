@@ -134,9 +134,11 @@ class LocalImageDataset(CIRDataset):
         return cls(root, ctx.protocol, ctx.cache_dir)
 
     @classmethod
-    def dataset_spec(cls, description: str) -> DatasetSpec:
-        """The :class:`~cirbench.DatasetSpec` a plugin returns from ``cirbench_datasets``."""
-        return DatasetSpec(name=cls.name, build=cls.build, description=description, layout=cls.layout)
+    def dataset_spec(cls, description: str, presets: Sequence[str] = ()) -> DatasetSpec:
+        """The :class:`~cirbench.DatasetSpec` a plugin returns from ``cirbench_datasets``
+        (``presets``: the protocol presets meant for it, see :class:`~cirbench.DatasetSpec`)."""
+        return DatasetSpec(name=cls.name, build=cls.build, description=description, layout=cls.layout,
+                           presets=tuple(presets))
 
     # --- the contract -----------------------------------------------------------------------------
     @property
