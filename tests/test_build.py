@@ -23,7 +23,8 @@ from cirbench.runner import RunOptions, Runner
 from cirbench.testing import CheckContext
 from cirbench.testing.base import CheckFailed
 from cirbench.testing.random_data import RandomDataset
-from conftest import SMOKE, install_fake_distribution
+from tests.fixtures.protocols import SMOKE
+from tests.fixtures.external_plugin import install_fake_distribution
 
 
 # --- DatasetContext --------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _composers():
     """Two composers without BatchNorm and with a per-sample loss: automatic optimisation,
     and manual optimisation with two optimisers stepped one after the other (as SAC does)."""
-    from conftest import EXTERNAL_PLUGIN
+    from tests.fixtures.external_plugin import EXTERNAL_PLUGIN
 
     ns: dict = {}
     exec(compile(EXTERNAL_PLUGIN, "<pixel-mean plugin>", "exec"), ns)
@@ -70,7 +70,7 @@ def _composers():
 
 
 def _protocol():
-    from conftest import SMOKE
+    from tests.fixtures.protocols import SMOKE
 
     return dataclasses.replace(SMOKE, name="smoke-ddp", embed_dim=16, iterations=6, batch_size=8)
 

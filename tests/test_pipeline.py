@@ -16,7 +16,7 @@ from cirbench.pipeline import TrainInput, table_fits
 from cirbench.plugins import load_registry
 from cirbench.results import TrainStats
 from cirbench.train import compile_composer, make_batch, seed_everything, train, train_step
-from conftest import SMOKE
+from tests.fixtures.protocols import SMOKE
 
 
 def _same_batch(a, b) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from cirbench import ComposerSpec, DatasetSpec, hookimpl
 from cirbench.plugins import PluginError, UnknownNameError, load_registry
-from conftest import EXTERNAL_PLUGIN, install_fake_distribution
+from tests.fixtures.external_plugin import EXTERNAL_PLUGIN, install_fake_distribution
 
 
 def test_reference_plugins_are_discovered_through_entry_points():
