@@ -24,11 +24,11 @@ import torch
 from tabulate import tabulate
 
 from cirbench.composer import ComposerContext, TrainBatch
-from cirbench.encoders import build_image_backbone
+from cirbench.encoders.image import build_image_backbone
 from cirbench.metrics import effective_chunk, rank_queries
 from cirbench.plugins import load_registry
 from cirbench.provenance import describe_device, peak_memory_mb, reset_peak_memory, resolve_device
-from cirbench.train import seed_everything
+from cirbench.train import seed_everything, train_step
 
 TEXTS = [
     "add large red cube to top-left",
@@ -72,15 +72,7 @@ def bench_training(protocol, names, steps, device) -> list[list]:
         opts = comp.configure_optimizers()
 
         def step():
-            if comp.automatic_optimization:
-                loss = sum(comp.training_loss(batch).values())
-                for o in opts:
-                    o.zero_grad()
-                loss.backward()
-                for o in opts:
-                    o.step()
-            else:
-                comp.training_step(batch, opts, 0)
+            train_step(comp, batch, opts)
 
         sec = _time(step, steps)
         params = comp.parameter_counts()["total"]

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from cirbench.composer import Composer, supports_attention_maps
 from cirbench.data.contract import CIRDataset
-from cirbench.data.images import normalize_images
+from cirbench.data.model_inputs import normalize_images
 from cirbench.storage import atomic_write_bytes, atomic_write_text
 
 
@@ -58,7 +58,8 @@ def compute_attention_maps(
     composer.eval()
     try:
         with torch.inference_mode():
-            maps = composer.attention_maps(normalize_images(images_uint8, composer.device), list(texts))
+            images = normalize_images(images_uint8, composer.device, composer.ctx.protocol)
+            maps = composer.attention_maps(images, list(texts))
     finally:
         composer.train(was_training)
     if not isinstance(maps, dict) or not maps:

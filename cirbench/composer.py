@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 from torch import nn
 
+from cirbench.optim import protocol_optimizer
+
 if TYPE_CHECKING:
     from cirbench.protocol import Protocol
 
@@ -98,16 +100,12 @@ class Composer(nn.Module, abc.ABC):
         """Named scalar loss parts for ``batch``; their sum is minimised."""
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        """Optimisers for training. Default: TIRG's, SGD with momentum 0.9 and lr 0.01 over all
-        trainable parameters, with the protocol's weight decay."""
-        return [
-            torch.optim.SGD(
-                [p for p in self.parameters() if p.requires_grad],
-                lr=0.01,
-                momentum=0.9,
-                weight_decay=self.ctx.protocol.weight_decay,
-            )
-        ]
+        """Optimisers for training. Default: the protocol's optimiser
+        (:func:`cirbench.optim.protocol_optimizer`: its ``optimizer``, ``lr``, ``momentum``,
+        ``weight_decay``; the built-in presets: SGD, lr 0.01, momentum 0.9) over all trainable
+        parameters. Override it for a recipe of your own (parameter groups, several
+        optimisers)."""
+        return [protocol_optimizer([p for p in self.parameters() if p.requires_grad], self.ctx.protocol)]
 
     def on_train_step_start(self, step: int) -> None:
         """Called before every step (0-based); e.g. to unfreeze a backbone after a warm-up."""
@@ -188,6 +186,10 @@ class Composer(nn.Module, abc.ABC):
         for p in self.parameters():
             return p.device
         return torch.device(self.ctx.device)
+
+
+class ComposerTypeError(TypeError):
+    """A composer plugin's ``build(ctx)`` returned something other than a :class:`Composer`."""
 
 
 def supports_attention_maps(composer: Composer | type) -> bool:

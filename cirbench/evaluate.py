@@ -17,7 +17,7 @@ import torch
 
 from cirbench.composer import Composer
 from cirbench.data.contract import CIRDataset, Query
-from cirbench.data.images import normalize_images
+from cirbench.data.model_inputs import normalize_images
 from cirbench.metrics import (
     chance_recall,
     format_recalls,
@@ -102,7 +102,8 @@ def embed_images(
     out = []
     for start in progress_bar(range(0, len(ids), batch_size), desc=desc, unit="batch"):
         batch = [int(i) for i in ids[start : start + batch_size]]
-        images = normalize_images(_host_images(dataset.images(batch), torch.device(composer.device)), composer.device)
+        images = normalize_images(_host_images(dataset.images(batch), torch.device(composer.device)), composer.device,
+                                  composer.ctx.protocol)
         out.append(composer.embed_target(images).float())
     emb = torch.cat(out) if out else torch.empty(0, 0)
     if not torch.isfinite(emb).all():
@@ -119,7 +120,8 @@ def embed_queries(
     for start in progress_bar(range(0, len(queries), batch_size), desc="queries", unit="batch"):
         chunk = queries[start : start + batch_size]
         images = normalize_images(_host_images(dataset.images([q.reference for q in chunk]),
-                                               torch.device(composer.device)), composer.device)
+                                               torch.device(composer.device)), composer.device,
+                                  composer.ctx.protocol)
         out.append(composer.compose(images, [q.text for q in chunk]).float())
     emb = torch.cat(out)
     if not torch.isfinite(emb).all():

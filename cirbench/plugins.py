@@ -33,8 +33,11 @@ class UnknownNameError(KeyError):
 
 
 @dataclass(frozen=True)
-class Provenance:
-    """Which plugin (and which distribution) provides an item."""
+class PluginOrigin:
+    """Which plugin (and which distribution) provides a dataset, composer or protocol.
+
+    (Not to be confused with :mod:`cirbench.provenance`, the facts of a run: versions,
+    device, git commit.)"""
 
     plugin: str
     distribution: str = ""
@@ -53,7 +56,7 @@ class Registry:
     datasets: dict[str, DatasetSpec] = field(default_factory=dict)
     composers: dict[str, ComposerSpec] = field(default_factory=dict)
     protocols: dict[str, Protocol] = field(default_factory=dict)
-    provenance: dict[tuple[str, str], Provenance] = field(default_factory=dict)
+    origins: dict[tuple[str, str], PluginOrigin] = field(default_factory=dict)
     distributions: dict[str, str] = field(default_factory=dict)
 
     def _get(self, kind: str, table: dict[str, Any], name: str) -> Any:
@@ -71,8 +74,10 @@ class Registry:
     def protocol(self, name: str) -> Protocol:
         return self._get("protocol", self.protocols, name)
 
-    def provider(self, kind: str, name: str) -> Provenance:
-        return self.provenance[(kind, name)]
+    def provider(self, kind: str, name: str) -> PluginOrigin:
+        """Which plugin provides the ``kind`` (``dataset``, ``composer``, ``protocol``)
+        ``name``; KeyError when none does."""
+        return self.origins[(kind, name)]
 
 
 _HOOKS: tuple[tuple[str, str, type, str], ...] = (
@@ -86,18 +91,18 @@ _HOOKS: tuple[tuple[str, str, type, str], ...] = (
 def make_plugin_manager(
     entry_points: Iterable[md.EntryPoint] | None = None,
     extra_plugins: Iterable[tuple[str, object]] = (),
-) -> tuple[pluggy.PluginManager, dict[str, Provenance]]:
+) -> tuple[pluggy.PluginManager, dict[str, PluginOrigin]]:
     """A plugin manager holding the built-in plugin, every entry point of the group
     ``cirbench`` (or the given ``entry_points``) and ``extra_plugins`` (name, object)."""
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    origins: dict[str, Provenance] = {}
+    origins: dict[str, PluginOrigin] = {}
     pm.register(builtin, name="cirbench")
-    origins["cirbench"] = Provenance("cirbench", "cirbench", _dist_version("cirbench"))
+    origins["cirbench"] = PluginOrigin("cirbench", "cirbench", _dist_version("cirbench"))
     eps = md.entry_points(group=ENTRY_POINT_GROUP) if entry_points is None else entry_points
     for ep in sorted(eps, key=lambda e: e.name):
         dist = getattr(ep, "dist", None)
-        prov = Provenance(ep.name, dist.name if dist else "", dist.version if dist else "")
+        prov = PluginOrigin(ep.name, dist.name if dist else "", dist.version if dist else "")
         if ep.name in origins:
             raise PluginError(
                 f"two plugins are named {ep.name!r}: {origins[ep.name]} and {prov}; "
@@ -116,7 +121,7 @@ def make_plugin_manager(
         origins[ep.name] = prov
     for name, plugin in extra_plugins:
         pm.register(plugin, name=name)
-        origins[name] = Provenance(name)
+        origins[name] = PluginOrigin(name)
     return pm, origins
 
 
@@ -135,7 +140,7 @@ def load_registry(
         table: dict[str, Any] = getattr(reg, attr)
         hook = getattr(pm.hook, hook_name)
         for impl in hook.get_hookimpls():
-            prov = origins.get(impl.plugin_name, Provenance(impl.plugin_name))
+            prov = origins.get(impl.plugin_name, PluginOrigin(impl.plugin_name))
             try:
                 items = impl.function()
             except Exception as exc:
@@ -158,12 +163,12 @@ def load_registry(
                 if not item.name or not isinstance(item.name, str):
                     raise PluginError(f"{prov}: hook {hook_name} returned a {kind} with no name")
                 if item.name in table:
-                    other = reg.provenance[(kind, item.name)]
+                    other = reg.origins[(kind, item.name)]
                     raise PluginError(
                         f"{kind} name {item.name!r} is provided twice: by {other} and by {prov}"
                     )
                 table[item.name] = item
-                reg.provenance[(kind, item.name)] = prov
+                reg.origins[(kind, item.name)] = prov
     return reg
 
 

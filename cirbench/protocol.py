@@ -13,8 +13,22 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+#: ImageNet's per-channel mean and standard deviation of RGB pixels in [0, 1]: the defaults of
+#: :attr:`Protocol.image_mean` / :attr:`Protocol.image_std` (torchvision's ResNets were trained
+#: with them; TIRG's transforms use them, docs/papers.md §1.1).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: The optimisers a protocol can name for composers that keep the default
+#: :meth:`cirbench.Composer.configure_optimizers` (built by :func:`cirbench.optim.protocol_optimizer`).
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+#: The values of :attr:`Protocol.precision` (:func:`cirbench.train.autocast` applies them).
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -34,7 +48,8 @@ class Protocol:
         embed_dim: size of the retrieval embedding every composer produces.
         batch_size: training batch size (triplets per step).
         iterations: training steps.
-        weight_decay: weight decay every composer's default optimiser uses.
+        weight_decay: weight decay of the default optimiser (composers with their own recipe
+            use it too: every reference composer does).
         lr_decay_every: multiply learning rates by ``lr_decay_factor`` every so many steps
             (``None``: constant learning rate).
         lr_decay_factor: see ``lr_decay_every``.
@@ -52,11 +67,31 @@ class Protocol:
             image fc) learns at this fraction of a composer's learning rate (TIRG's
             ``main.py``: 0.1, for every model on every dataset but CSS, where it is one group
             at the full rate: 1.0). Composers using
-            :func:`cirbench.encoders.image_encoder_param_groups` follow it.
+            :func:`cirbench.optim.image_encoder_param_groups` follow it.
+        optimizer: the default optimiser: what :meth:`cirbench.Composer.configure_optimizers`
+            builds for a composer that does not override it (:func:`cirbench.optim.
+            protocol_optimizer`), over all trainable parameters: ``sgd`` (default; with
+            ``momentum``), ``adam`` or ``adamw`` (``momentum`` is their beta1, beta2 = 0.999).
+            A composer with its own recipe (TIRG's SGD groups, SAC's Adam) keeps its recipe.
+        lr: the default optimiser's learning rate (default 0.01).
+        momentum: the default optimiser's momentum (SGD) or beta1 (Adam, AdamW); default 0.9.
+            The defaults ``sgd``, 0.01, 0.9 (and ``weight_decay``) are the recipe of TIRG's
+            ``main.py`` (docs/papers.md §2), which was the engine's only default before these
+            fields existed.
+        image_mean, image_std: per-channel (R, G, B) mean and standard deviation, for pixels
+            scaled to [0, 1], with which the engine normalises every image before a composer
+            sees it (:func:`cirbench.data.model_inputs.normalize_images`). Default: ImageNet's
+            statistics (:data:`IMAGENET_MEAN`, :data:`IMAGENET_STD`), those the torchvision
+            backbones were trained with; a protocol without pretrained weights may use others.
+        precision: the arithmetic of training's forward passes: ``fp32`` (float32
+            throughout) or ``bf16`` (``torch.autocast`` to bfloat16, on CUDA or CPU; the
+            backward pass and the optimiser steps stay float32; evaluation embeds in
+            float32). It changes the numbers, so it is hashed.
 
     Hash rule for fields added after a preset was published (``feature_stages``,
-    ``backbone_lr_mult``): a field at its default is left out of the hashed form, so adding
-    the field did not change the hash of any preset that keeps the default.
+    ``backbone_lr_mult``, ``optimizer``, ``lr``, ``momentum``, ``image_mean``, ``image_std``,
+    ``precision``): a field at its default is left out of the hashed form, so adding the field
+    did not change the hash of any preset that keeps the default.
     """
 
     name: str
@@ -78,10 +113,25 @@ class Protocol:
     eval_chunk: int = 1024
     feature_stages: tuple[str, str] = ("layer3", "layer4")
     backbone_lr_mult: float = 0.1
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    image_mean: tuple[float, float, float] = IMAGENET_MEAN
+    image_std: tuple[float, float, float] = IMAGENET_STD
+    precision: str = "fp32"
     # Fields excluded from the hash: they change speed or memory, never the numbers.
     _UNHASHED = ("description", "eval_batch_size", "eval_chunk")
     # Fields added later: hashed only when they differ from these defaults (old hashes stay).
-    _HASHED_UNLESS_DEFAULT = {"feature_stages": ["layer3", "layer4"], "backbone_lr_mult": 0.1}
+    _HASHED_UNLESS_DEFAULT = {
+        "feature_stages": ["layer3", "layer4"],
+        "backbone_lr_mult": 0.1,
+        "optimizer": "sgd",
+        "lr": 0.01,
+        "momentum": 0.9,
+        "image_mean": list(IMAGENET_MEAN),
+        "image_std": list(IMAGENET_STD),
+        "precision": "fp32",
+    }
 
     def __post_init__(self) -> None:
         if self.dataset_scale not in ("tiny", "small", "full"):
@@ -107,6 +157,35 @@ class Protocol:
                 f"protocol {self.name!r}: field backbone_lr_mult must be in (0, 1], "
                 f"got {self.backbone_lr_mult!r}"
             )
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"protocol {self.name!r}: field precision must be one of {', '.join(PRECISIONS)}, "
+                f"got {self.precision!r}"
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"protocol {self.name!r}: field optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                f"got {self.optimizer!r}"
+            )
+        if not self.lr > 0:
+            raise ValueError(f"protocol {self.name!r}: field lr must be > 0, got {self.lr!r}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(
+                f"protocol {self.name!r}: field momentum must be in [0, 1), got {self.momentum!r}"
+            )
+        for fname in ("image_mean", "image_std"):
+            value = getattr(self, fname)
+            try:
+                stats = tuple(float(v) for v in value)
+            except (TypeError, ValueError):
+                stats = ()
+            if (len(stats) != 3 or not all(math.isfinite(v) for v in stats)
+                    or (fname == "image_std" and not all(v > 0 for v in stats))):
+                need = "three finite floats" + (" > 0" if fname == "image_std" else "")
+                raise ValueError(
+                    f"protocol {self.name!r}: field {fname} must be {need} (R, G, B), got {value!r}"
+                )
+            object.__setattr__(self, fname, stats)
 
     def as_dict(self) -> dict[str, Any]:
         """All fields as plain JSON-able values."""
@@ -114,6 +193,8 @@ class Protocol:
         d["ks"] = list(self.ks)
         d["seeds"] = list(self.seeds)
         d["feature_stages"] = list(self.feature_stages)
+        d["image_mean"] = list(self.image_mean)
+        d["image_std"] = list(self.image_std)
         return d
 
     @property

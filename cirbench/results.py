@@ -228,7 +228,11 @@ class TrainStats:
     """What training reports (:func:`cirbench.train.train`): steps, time in seconds,
     throughput in samples per second, the final loss per part and the loss history (at most
     ``HISTORY_POINTS`` entries ``{"step": N, part: mean loss, ...}``), and the step it resumed
-    from (0 for a fresh run)."""
+    from (0 for a fresh run). ``setup`` says how the run was executed, which never decides
+    its numbers on the CPU (:func:`cirbench.train.train`: ``input`` ``device-table`` or
+    ``loader``, ``workers``, ``precision``, ``compiled`` submodules, ``channels_last``,
+    ``cudnn_benchmark``, and ``data_wait_seconds``, the seconds the loop waited on batches
+    this session); ``{}`` in results written before it existed."""
 
     iterations: int
     seconds: float
@@ -236,6 +240,7 @@ class TrainStats:
     final_loss: dict[str, float]
     history: list[dict] = field(default_factory=list)
     resumed_from: int = 0
+    setup: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -255,6 +260,7 @@ class TrainStats:
             final_loss=_str_map(f"{where}.final_loss", _get(obj, where, "final_loss", "object"), "number"),
             history=history,
             resumed_from=_get(obj, where, "resumed_from", "nonneg-int"),
+            setup=_get(obj, where, "setup", "object", required=False) or {},
         )
 
 

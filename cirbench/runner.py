@@ -30,8 +30,8 @@ import torch
 import cirbench
 from cirbench import distributed
 from cirbench.claims import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS, Claim, Heartbeat, read_claim, release, try_claim
-from cirbench.composer import ComposerContext
-from cirbench.data.contract import CIRDataset, DatasetTypeError
+from cirbench.build import build_composer, build_dataset
+from cirbench.data.contract import CIRDataset
 from cirbench.data.locations import DataLocations
 from cirbench.evaluate import NonFiniteEmbeddingError, evaluate
 from cirbench.plugins import Registry
@@ -56,7 +56,7 @@ from cirbench.results import (
     SavedModel,
 )
 from cirbench.storage import atomic_torch_save, atomic_write_json
-from cirbench.train import CHECKPOINT_SECONDS, DivergedError, seed_everything, train
+from cirbench.train import CHECKPOINT_SECONDS, DivergedError, train
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,8 @@ class RunOptions:
     save_model: bool = False  # keep the trained state_dict beside the result (ResultsStore.model_path)
     claim_timeout: float = STALE_AFTER_SECONDS  # seconds without heartbeat before a claim is stale
     heartbeat_seconds: float = HEARTBEAT_SECONDS  # how often a running cell's claim is touched
+    workers: int = 0  # DataLoader worker processes for datasets read from files (0: main thread)
+    compile: bool = False  # torch.compile the composer's submodules (cirbench.train.compile_composer)
 
 
 class ResultNotSavedError(Exception):
@@ -120,11 +122,8 @@ class Runner:
         key = (protocol.hash, name)
         if key not in self._datasets:
             spec = self.registry.dataset(name)
-            try:
-                ds = spec.create(protocol, self.options.cache_dir, self.options.data)
-            except DatasetTypeError as exc:
-                raise DatasetTypeError(f"{exc} ({self.registry.provider('dataset', name)})") from exc
-            self._datasets[key] = ds
+            self._datasets[key] = build_dataset(spec, protocol, self.options.cache_dir, self.options.data,
+                                                provider=self._provider("dataset", name))
         return self._datasets[key]
 
     def run_grid(
@@ -217,25 +216,20 @@ class Runner:
         return self.store.read(key)
 
     def build_composer(self, key: RunKey, dataset: CIRDataset) -> "cirbench.Composer":
-        """The composer of ``key``, untrained, on the run's device (as a run builds it; seed
-        first with :func:`cirbench.train.seed_everything` for the run's initialisation)."""
-        device = self.options.device
-        spec = self.registry.composer(key.composer)
-        ctx = ComposerContext(
-            protocol=key.protocol,
-            train_texts=dataset.train_texts(),
-            base_loss=dataset.base_loss,
-            dataset=key.dataset,
-            device=str(device),
-            cache_dir=self.options.cache_dir,
+        """The composer of ``key``, untrained, on the run's device, built as a run builds it
+        (:func:`cirbench.build.build_composer`, seeded with the run's seed)."""
+        return build_composer(
+            self.registry.composer(key.composer), key.protocol, dataset,
+            device=self.options.device, cache_dir=self.options.cache_dir, seed=key.seed,
+            dataset_name=key.dataset, provider=self._provider("composer", key.composer),
         )
-        composer = spec.build(ctx)
-        if not isinstance(composer, cirbench.Composer):
-            raise TypeError(
-                f"composer {key.composer!r}: build returned {type(composer).__name__}, "
-                "expected a cirbench.Composer"
-            )
-        return composer.to(device)
+
+    def _provider(self, kind: str, name: str) -> str | None:
+        """Who provides ``name`` (plugin and distribution), for messages; None when unknown."""
+        try:
+            return str(self.registry.provider(kind, name))
+        except KeyError:
+            return None
 
     def _finished(self, key: RunKey) -> RunResult | None:
         """The stored result of ``key`` when the grid skips it: final, not forced, and (with
@@ -279,7 +273,6 @@ class Runner:
         try:
             dataset = self.dataset(key.protocol, key.dataset)
             facts = dataset.describe()
-            seed_everything(key.seed)
             composer = self.build_composer(key, dataset)
             parts["params"] = ParamCounts(**composer.parameter_counts())
             parts["pretrained_weights"] = composer.pretrained_weights()
@@ -287,6 +280,7 @@ class Runner:
                 composer, dataset, key.protocol, key.seed,
                 checkpoint=ckpt, checkpoint_every=self.options.checkpoint_every,
                 checkpoint_seconds=self.options.checkpoint_seconds,
+                workers=self.options.workers, compile=self.options.compile,
             )
             ev = evaluate(
                 composer, dataset, key.protocol.ks,
@@ -351,12 +345,12 @@ class Runner:
         any other error ends the process, so that the launcher stops every rank."""
         distributed.barrier()  # rank 0 has removed what --force removes
         dataset = self.dataset(key.protocol, key.dataset)
-        seed_everything(key.seed)
         composer = self.build_composer(key, dataset)
         try:
             train(composer, dataset, key.protocol, key.seed, checkpoint=ckpt,
                   checkpoint_every=self.options.checkpoint_every,
-                  checkpoint_seconds=self.options.checkpoint_seconds)
+                  checkpoint_seconds=self.options.checkpoint_seconds,
+                  workers=self.options.workers, compile=self.options.compile)
         except DivergedError:
             pass
         return None

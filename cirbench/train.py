@@ -9,13 +9,16 @@ state from its checkpoint and continues exactly where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import numbers
 import os
 import pickle
 import random
 import time
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +26,7 @@ import torch
 from cirbench import distributed
 from cirbench.composer import Composer, TrainBatch
 from cirbench.data.contract import CIRDataset
-from cirbench.data.images import normalize_images
+from cirbench.pipeline import TrainInput, batch_from_images
 from cirbench.progress import progress_bar
 from cirbench.protocol import Protocol
 from cirbench.results import TrainStats
@@ -66,17 +69,113 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_batch(dataset: CIRDataset, triplets, device: torch.device | str) -> TrainBatch:
-    """Load and normalise the images of ``triplets`` into a :class:`TrainBatch`."""
-    refs = [t.reference for t in triplets]
-    tgts = [t.target for t in triplets]
-    return TrainBatch(
-        reference_images=normalize_images(dataset.images(refs), device),
-        texts=[t.text for t in triplets],
-        target_images=normalize_images(dataset.images(tgts), device),
-        reference_ids=torch.tensor(refs, dtype=torch.long, device=device),
-        target_ids=torch.tensor(tgts, dtype=torch.long, device=device),
-    )
+def make_batch(dataset: CIRDataset, triplets, device: torch.device | str,
+               protocol: Protocol | None = None) -> TrainBatch:
+    """Load and normalise the images of ``triplets`` into a :class:`TrainBatch` (on the
+    calling thread; the definition of a batch that :class:`cirbench.pipeline.TrainInput`
+    reproduces bit for bit, faster), normalised with the ``protocol``'s image statistics
+    (None: the protocol defaults)."""
+    return batch_from_images(triplets, dataset.images([t.reference for t in triplets]),
+                             dataset.images([t.target for t in triplets]), device, protocol=protocol)
+
+
+#: The autocast dtype of each value of the protocol's ``precision`` field
+#: (:data:`cirbench.protocol.PRECISIONS`; None: no autocast, float32 throughout).
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
+    """The context the forward passes of training run in under the protocol's ``precision``:
+    nothing for ``fp32``; ``torch.autocast`` to bfloat16 on the device's type (CUDA or CPU)
+    for ``bf16``. Raises ``ValueError`` for another value."""
+    if precision not in AUTOCAST_DTYPES:
+        raise ValueError(f"precision must be one of {', '.join(AUTOCAST_DTYPES)}, got {precision!r}")
+    dtype = AUTOCAST_DTYPES[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def compile_composer(composer: Composer, backend: str = "inductor") -> list[str]:
+    """``torch.compile`` every direct submodule of ``composer`` in place
+    (``nn.Module.compile``: parameter names, ``state_dict`` and checkpoints are unchanged);
+    returns the compiled submodules' names. The numbers may differ from an uncompiled run in
+    the last bits (fused kernels), as between two devices."""
+    names = []
+    for name, child in composer.named_children():
+        child.compile(backend=backend)
+        names.append(name)
+    return names
+
+
+def _part_values(parts, where: str, device: torch.device) -> dict[str, float]:
+    """The loss parts ``parts`` as floats, averaged over the ranks. A part that is neither a
+    scalar tensor nor (from a manual ``training_step``) a real number, or a tensor on another
+    device than the composer's, raises ``TypeError`` / ``ValueError`` naming it."""
+    if not isinstance(parts, Mapping) or not parts:
+        raise TypeError(f"{where} returned {type(parts).__name__}, expected a non-empty dict "
+                        "of named scalar loss parts")
+    values = {}
+    for k, v in parts.items():
+        if torch.is_tensor(v):
+            if v.numel() != 1:
+                raise TypeError(f"{where}: loss part {k!r} has shape {tuple(v.shape)}, expected a scalar")
+            if v.device.type != device.type:
+                raise ValueError(f"{where}: loss part {k!r} is on {v.device}, the composer on {device}")
+            values[k] = float(v.detach())
+        elif isinstance(v, numbers.Real) and not isinstance(v, bool):
+            values[k] = float(v)
+        else:
+            raise TypeError(f"{where}: loss part {k!r} is a {type(v).__name__}, expected a scalar tensor")
+    return distributed.mean_over_ranks(values)
+
+
+def train_step(
+    composer: Composer,
+    batch: TrainBatch,
+    optimizers: Sequence[torch.optim.Optimizer],
+    schedulers: Sequence = (),
+    step: int = 0,
+    precision: str = "fp32",
+) -> dict[str, float]:
+    """One training step, the only implementation of it (the loop of :func:`train` and the
+    conformance checks take it): ``composer.on_train_step_start(step)``; then, with automatic
+    optimisation, ``training_loss(batch)``, the divergence check, ``zero_grad`` of every
+    optimiser, ``backward`` of the summed parts and every optimiser's ``step``; with
+    ``automatic_optimization = False`` the composer's own ``training_step(batch, optimizers,
+    step)`` and the divergence check; finally every scheduler's ``step``. The forward pass
+    (``training_loss``, or the whole manual ``training_step``) runs under
+    :func:`autocast` of ``precision`` (the protocol's); the backward pass outside it.
+
+    Under ``torch.distributed`` the returned parts are the mean over the ranks, so every rank
+    takes the same divergence decision. The composer must be in training mode.
+
+    Returns the named loss parts as floats. Raises :class:`DivergedError` when a part is not
+    finite (with automatic optimisation before any parameter changes), ``TypeError`` when a
+    part is not a scalar, ``ValueError`` when it lies on another device than the composer.
+    """
+    composer.on_train_step_start(step)
+    device = torch.device(composer.device)
+    if composer.automatic_optimization:
+        with autocast(precision, device):
+            parts = composer.training_loss(batch)
+        values = _part_values(parts, "training_loss", device)
+        if not all(math.isfinite(v) for v in values.values()):  # every rank decides alike
+            raise DivergedError(step, values)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        sum(parts.values()).backward()
+        for opt in optimizers:
+            opt.step()
+    else:
+        with autocast(precision, device):
+            parts = composer.training_step(batch, list(optimizers), step)
+        values = _part_values(parts, "training_step", device)
+        if not all(math.isfinite(v) for v in values.values()):
+            raise DivergedError(step, values)
+    for sch in schedulers:
+        sch.step()
+    return values
 
 
 def _schedulers(optimizers, protocol: Protocol):
@@ -120,6 +219,8 @@ def train(
     checkpoint_every: int | None = None,
     stop_after: int | None = None,
     checkpoint_seconds: float | None = CHECKPOINT_SECONDS,
+    workers: int = 0,
+    compile: bool = False,
 ) -> TrainStats:
     """Train ``composer`` on ``dataset`` for ``protocol.iterations`` steps.
 
@@ -134,8 +235,22 @@ def train(
     the global batch: every rank draws it and trains on its slice, gradients are averaged
     before each optimiser step, the recorded losses are the ranks' mean, and only rank 0
     writes checkpoints (every rank loads them).
+
+    Speed (never the numbers on the CPU): batches come from :class:`cirbench.pipeline.TrainInput`
+    (the image table on the device for in-memory datasets, else a ``DataLoader`` with
+    ``workers`` processes); the forward passes run under the protocol's ``precision``
+    (:func:`autocast`); on CUDA the composer and its inputs use ``channels_last`` and cuDNN
+    picks its algorithms (``cudnn.benchmark``); ``compile`` applies
+    :func:`compile_composer`. What was used is recorded in ``TrainStats.setup``, with the
+    seconds spent waiting on data.
     """
-    device = composer.device
+    device = torch.device(composer.device)
+    cuda = device.type == "cuda"
+    autocast(protocol.precision, device)  # an unknown precision fails here, before any work
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        composer.to(memory_format=torch.channels_last)
+    compiled = compile_composer(composer) if compile else []
     rng = np.random.default_rng(seed)
     optimizers = composer.configure_optimizers()
     if not optimizers:
@@ -155,10 +270,16 @@ def train(
         log.info("resuming from %s at step %d", checkpoint, start_step)
     distributed.broadcast_module(composer)  # every rank starts from rank 0's state
     hooks = [distributed.average_gradients_before_step(opt) for opt in optimizers]
+    todo = protocol.iterations - start_step if stop_after is None else min(stop_after, protocol.iterations - start_step)
     try:
-        return _loop(composer, dataset, protocol, rng, optimizers, schedulers, checkpoint,
-                     checkpoint_every, stop_after, checkpoint_seconds,
-                     start_step, elapsed, sums, counts, history)
+        with TrainInput(dataset, device, protocol.image_size, rng, protocol.batch_size, max(0, todo),
+                        workers=workers, channels_last=cuda, protocol=protocol) as source:
+            setup = {"input": source.mode, "workers": workers if source.mode == "loader" else 0,
+                     "precision": protocol.precision, "compiled": compiled,
+                     "channels_last": cuda, "cudnn_benchmark": cuda}
+            return _loop(composer, dataset, protocol, rng, optimizers, schedulers, checkpoint,
+                         checkpoint_every, stop_after, checkpoint_seconds,
+                         start_step, elapsed, sums, counts, history, source, setup)
     finally:
         for h in hooks:
             if h is not None:
@@ -166,8 +287,8 @@ def train(
 
 
 def _loop(composer, dataset, protocol, rng, optimizers, schedulers, checkpoint, checkpoint_every,
-          stop_after, checkpoint_seconds, start_step, elapsed, sums, counts, history) -> TrainStats:
-    device = composer.device
+          stop_after, checkpoint_seconds, start_step, elapsed, sums, counts, history, source,
+          setup) -> TrainStats:
 
     window = max(1, math.ceil(protocol.iterations / HISTORY_POINTS))
     every = checkpoint_interval(protocol.iterations, checkpoint_every)
@@ -184,29 +305,9 @@ def _loop(composer, dataset, protocol, rng, optimizers, schedulers, checkpoint, 
     )
     step = start_step
     for step in steps:
-        composer.on_train_step_start(step)
         triplets = dataset.sample_triplets(rng, protocol.batch_size)  # the global batch
-        batch = make_batch(dataset, distributed.shard(triplets), device)
-        if composer.automatic_optimization:
-            parts = composer.training_loss(batch)
-            total = sum(parts.values())
-            values = distributed.mean_over_ranks({k: float(v.detach()) for k, v in parts.items()})
-            if not all(math.isfinite(v) for v in values.values()):  # every rank decides alike
-                raise DivergedError(step, values)
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            total.backward()
-            for opt in optimizers:
-                opt.step()
-            last_parts = values
-        else:
-            parts = composer.training_step(batch, optimizers, step)
-            last_parts = distributed.mean_over_ranks(
-                {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in parts.items()})
-            if not all(math.isfinite(v) for v in last_parts.values()):
-                raise DivergedError(step, last_parts)
-        for sch in schedulers:
-            sch.step()
+        batch = source.batch(distributed.shard(triplets))
+        last_parts = train_step(composer, batch, optimizers, schedulers, step, protocol.precision)
         for k, v in last_parts.items():
             sums[k] = sums.get(k, 0.0) + v
         counts += 1
@@ -235,6 +336,7 @@ def _loop(composer, dataset, protocol, rng, optimizers, schedulers, checkpoint, 
         final_loss=final,
         history=history,
         resumed_from=start_step,
+        setup={**setup, "data_wait_seconds": source.wait_seconds},
     )
 
 

@@ -3,75 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from cirbench.protocol import BUILTIN_PROTOCOLS
-
-SMOKE = next(p for p in BUILTIN_PROTOCOLS if p.name == "smoke")
-
-# A complete third-party plugin package: one composer ("pixel-mean") that is cheap enough
-# for end-to-end tests, written exactly as an outside author would (public API only).
-EXTERNAL_PLUGIN = textwrap.dedent(
-    '''
-    """An example third-party cirbench plugin: one tiny composer."""
-    import torch
-    from torch import nn
-
-    import cirbench
-    from cirbench.losses import NormalizationLayer, base_loss
-
-
-    class PixelMean(cirbench.Composer):
-        """Query = linear map of [pooled pixels, bag of words]; target = pooled pixels."""
-
-        def __init__(self, ctx):
-            super().__init__(ctx)
-            d = ctx.protocol.embed_dim
-            self.vocab = {w: i for i, w in enumerate(sorted({w for t in ctx.train_texts for w in t.split()}))}
-            self.words = nn.EmbeddingBag(len(self.vocab) + 1, d, mode="mean")
-            self.image = nn.Linear(3 * 16, d)
-            self.norm = NormalizationLayer()
-
-        def _pixels(self, images):
-            return self.image(nn.functional.adaptive_avg_pool2d(images, 4).flatten(1))
-
-        def compose(self, images, texts):
-            ids = [torch.tensor([self.vocab.get(w, len(self.vocab)) for w in t.split()] or [len(self.vocab)]) for t in texts]
-            offsets = torch.tensor([0] + [len(i) for i in ids[:-1]]).cumsum(0)
-            return self._pixels(images) + self.words(torch.cat(ids).to(images.device), offsets.to(images.device))
-
-        def embed_target(self, images):
-            return self._pixels(images)
-
-        def training_loss(self, batch):
-            q = self.compose(batch.reference_images, batch.texts)
-            t = self.embed_target(batch.target_images)
-            return {"base": base_loss(self.ctx.base_loss, self.norm(q), self.norm(t))}
-
-
-    @cirbench.hookimpl
-    def cirbench_composers():
-        return [cirbench.ComposerSpec("pixel-mean", PixelMean, "test composer", "none")]
-    '''
-)
-
-
-def install_fake_distribution(
-    root: Path, dist: str, module: str, source: str, entry_name: str | None = None, version: str = "1.0"
-) -> Path:
-    """Write ``module.py`` and an installed distribution's metadata (``.dist-info`` with an
-    entry point in the group ``cirbench``) under ``root``, as ``pip install`` would."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / f"{module}.py").write_text(source)
-    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-    (info / "entry_points.txt").write_text(f"[cirbench]\n{entry_name or dist} = {module}\n")
-    (info / "RECORD").write_text("")
-    return root
+from cirbench import DatasetContext
+from tests.fixtures.external_plugin import EXTERNAL_PLUGIN, install_fake_distribution
+from tests.fixtures.protocols import SMOKE
 
 
 @pytest.fixture
@@ -106,4 +44,4 @@ def css_tiny(tmp_path_factory):
     """css-synth at the smoke protocol's scale (built once per session)."""
     from cirbench.plugins import load_registry
 
-    return load_registry().dataset("css-synth").build(SMOKE, tmp_path_factory.mktemp("css-cache"))
+    return load_registry().dataset("css-synth").build(DatasetContext(SMOKE, tmp_path_factory.mktemp("css-cache")))

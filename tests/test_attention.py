@@ -23,7 +23,7 @@ from cirbench.plugins import load_registry
 from cirbench.results import ResultsStore, RunKey
 from cirbench.runner import Runner, RunOptions
 
-from conftest import SMOKE
+from tests.fixtures.protocols import SMOKE
 
 LEVELS = ("layer3", "layer4")  # sac's default levels
 

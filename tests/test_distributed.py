@@ -24,7 +24,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from cirbench import distributed
+from cirbench import DatasetContext, distributed
 from cirbench.composer import ComposerContext
 from cirbench.evaluate import evaluate
 from cirbench.results import ResultsStore
@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _composers():
     """Two composers without BatchNorm and with a per-sample loss: automatic optimisation,
     and manual optimisation with two optimisers stepped one after the other (as SAC does)."""
-    from conftest import EXTERNAL_PLUGIN
+    from tests.fixtures.external_plugin import EXTERNAL_PLUGIN
 
     ns: dict = {}
     exec(compile(EXTERNAL_PLUGIN, "<pixel-mean plugin>", "exec"), ns)
@@ -70,7 +70,7 @@ def _composers():
 
 
 def _protocol():
-    from conftest import SMOKE
+    from tests.fixtures.protocols import SMOKE
 
     return dataclasses.replace(SMOKE, name="smoke-ddp", embed_dim=16, iterations=6, batch_size=8)
 
@@ -78,7 +78,7 @@ def _protocol():
 def _dataset(cache: Path):
     from cirbench.plugins import load_registry
 
-    return load_registry().dataset("css-synth").build(_protocol(), cache)
+    return load_registry().dataset("css-synth").build(DatasetContext(_protocol(), cache))
 
 
 def _run(name, ds, checkpoint=None, stop_after=None):

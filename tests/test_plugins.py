@@ -11,7 +11,7 @@ import pytest
 
 from cirbench import ComposerSpec, DatasetSpec, hookimpl
 from cirbench.plugins import PluginError, UnknownNameError, load_registry
-from conftest import EXTERNAL_PLUGIN, install_fake_distribution
+from tests.fixtures.external_plugin import EXTERNAL_PLUGIN, install_fake_distribution
 
 
 def test_reference_plugins_are_discovered_through_entry_points():
@@ -62,7 +62,7 @@ def test_hook_returning_non_list_is_named():
     class Plugin:
         @hookimpl
         def cirbench_datasets(self):
-            return DatasetSpec("x", lambda p, c: None)
+            return DatasetSpec("x", lambda ctx: None)
 
     with pytest.raises(PluginError, match="'bad-plugin'.*must return a list"):
         load_registry(extra_plugins=[("bad-plugin", Plugin())])
@@ -102,7 +102,8 @@ def _cli(args, env_extra, cwd):
 
 
 def test_external_plugin_listed_and_run_from_the_command_line(external_plugin, tmp_path):
-    env = {"PYTHONPATH": str(external_plugin), "CIRBENCH_CACHE": str(tmp_path / "cache")}
+    path = os.pathsep.join(p for p in (str(external_plugin), os.environ.get("PYTHONPATH", "")) if p)
+    env = {"PYTHONPATH": path, "CIRBENCH_CACHE": str(tmp_path / "cache")}
     out = _cli(["list"], env, tmp_path)
     assert out.returncode == 0, out.stderr
     assert "pixel-mean" in out.stdout and "cirbench-pixel-mean" in out.stdout
@@ -115,4 +116,14 @@ def test_external_plugin_listed_and_run_from_the_command_line(external_plugin, t
     assert result["status"] == "ok"
     assert result["composer"]["distribution"] == "cirbench-pixel-mean"
     assert result["plugins"]["cirbench-pixel-mean"] == "1.0"
-    assert 0.0 <= result["metrics"]["overall"]["R@1"] <= 1.0
+    # the metrics are the Recall@K of the ranks the run stored beside its result, counted here
+    # by hand: R@K = (number of queries whose first correct target is at rank < K) / queries
+    from cirbench.protocol import BUILTIN_PROTOCOLS
+    from cirbench.results import ResultsStore
+
+    smoke = next(p for p in BUILTIN_PROTOCOLS if p.name == "smoke")
+    (stored,) = list(ResultsStore(tmp_path / "res"))
+    ranks = ResultsStore(tmp_path / "res").load_ranks(stored).ranks.tolist()
+    assert len(ranks) == result["eval"]["num_queries"] > 0
+    assert result["metrics"]["overall"] == {
+        f"R@{k}": pytest.approx(sum(r < k for r in ranks) / len(ranks), abs=1e-12) for k in smoke.ks}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -15,7 +16,8 @@ def test_presets_exist_and_hashes_are_distinct_and_short():
     assert {"smoke", "quick", "full"} <= set(BY_NAME)
     hashes = [p.hash for p in BUILTIN_PROTOCOLS]
     assert len(set(hashes)) == len(hashes)
-    assert all(len(h) == 10 and int(h, 16) >= 0 for h in hashes)
+    # the first 10 hex digits of a SHA-256, lower case (int(h, 16) >= 0 held for any hex string)
+    assert all(re.fullmatch(r"[0-9a-f]{10}", h) for h in hashes), hashes
 
 
 def test_protocol_is_immutable():
@@ -91,15 +93,71 @@ def test_new_fields_change_the_hash_only_away_from_their_default():
     assert dataclasses.replace(s, feature_stages=["layer3", "layer4"]).hash == s.hash  # list ok
     assert dataclasses.replace(s, feature_stages=("layer2", "layer3")).hash != s.hash
     assert dataclasses.replace(s, backbone_lr_mult=1.0).hash != s.hash
+    assert dataclasses.replace(s, precision="fp32").hash == s.hash
+    assert dataclasses.replace(s, precision="bf16").hash != s.hash
     assert "feature_stages" in s.as_dict()  # recorded with results even at the default
+    assert s.as_dict()["precision"] == "fp32"
 
 
 @pytest.mark.parametrize(
     "field,value",
     [("feature_stages", ("layer4", "layer3")), ("feature_stages", ("layer3",)),
      ("feature_stages", ("layer3", "layer5")), ("backbone_lr_mult", 0.0),
-     ("backbone_lr_mult", 2.0)],
+     ("backbone_lr_mult", 2.0), ("precision", "fp16"), ("precision", "BF16")],
 )
 def test_invalid_new_fields_are_named(field, value):
+    with pytest.raises(ValueError, match=field):
+        dataclasses.replace(BY_NAME["smoke"], **{field: value})
+
+
+#: Every built-in preset's hash today (``cirbench list``, 2026-11-30), pinned: ``quick`` is
+#: the committed leaderboard's (leaderboard/quick-d3a7f819ce--css-synth.md); issue 12 added
+#: the fields ``optimizer``, ``lr``, ``momentum``, ``image_mean`` and ``image_std`` at
+#: today's values and none of these may move.
+CURRENT_HASHES = dict(PUBLISHED_HASHES, quick="d3a7f819ce", **{"full-css": "b75a6f2097"})
+
+
+def test_every_builtin_preset_keeps_its_hash():
+    from cirbench.plugins import load_registry
+
+    protocols = load_registry().protocols
+    assert set(CURRENT_HASHES) == set(protocols)  # a new preset is pinned here when added
+    for name, digest in CURRENT_HASHES.items():
+        assert protocols[name].hash == digest, f"{name}: {protocols[name].hash} != {digest}"
+
+
+def test_optimizer_and_normalisation_defaults_are_the_engines_former_constants():
+    s = BY_NAME["smoke"]
+    # the values Composer.configure_optimizers and data/images.py hard-coded before issue 12
+    assert (s.optimizer, s.lr, s.momentum) == ("sgd", 0.01, 0.9)
+    assert s.image_mean == (0.485, 0.456, 0.406) and s.image_std == (0.229, 0.224, 0.225)
+    d = s.as_dict()  # recorded with results even at the default, as JSON lists
+    assert d["optimizer"] == "sgd" and d["image_mean"] == [0.485, 0.456, 0.406]
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("optimizer", "adam"), ("optimizer", "adamw"), ("lr", 0.02), ("momentum", 0.5),
+     ("image_mean", (0.5, 0.5, 0.5)), ("image_std", (0.5, 0.5, 0.5)), ("image_mean", (0.485, 0.456, 0.407))],
+)
+def test_optimizer_and_normalisation_fields_change_the_hash_away_from_their_default(field, value):
+    s = BY_NAME["smoke"]
+    assert dataclasses.replace(s, **{field: value}).hash != s.hash
+
+
+def test_optimizer_and_normalisation_fields_at_their_default_keep_the_hash_in_any_spelling():
+    s = BY_NAME["smoke"]
+    same = dataclasses.replace(s, optimizer="sgd", lr=0.01, momentum=0.9,
+                               image_mean=[0.485, 0.456, 0.406], image_std=(0.229, 0.224, 0.225))
+    assert same.hash == s.hash and same.image_mean == s.image_mean  # a list is kept as a tuple
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("optimizer", "rmsprop"), ("lr", 0.0), ("lr", -1.0), ("momentum", 1.0), ("momentum", -0.1),
+     ("image_mean", (0.5, 0.5)), ("image_mean", "rgb"), ("image_mean", (0.5, float("nan"), 0.5)),
+     ("image_std", (0.2, 0.0, 0.2)), ("image_std", (0.2, 0.2, 0.2, 0.2))],
+)
+def test_invalid_optimizer_and_normalisation_fields_are_named(field, value):
     with pytest.raises(ValueError, match=field):
         dataclasses.replace(BY_NAME["smoke"], **{field: value})

@@ -63,7 +63,7 @@ def test_failure_is_isolated_and_recorded(runner, smoke):
     assert [k.composer for k in report.diverged] == ["nan"]
 
 
-def test_result_records_provenance(runner, smoke):
+def test_result_records_provenance(runner, smoke, css_tiny):
     runner.run_grid(smoke, ["css-synth"], ["pixel-mean"], [7])
     key = RunKey(smoke, "css-synth", "pixel-mean", 7)
     path = runner.store.path(key)
@@ -74,7 +74,11 @@ def test_result_records_provenance(runner, smoke):
     assert r["protocol"]["fields"]["iterations"] == smoke.iterations
     assert set(r["metrics"]["overall"]) == {f"R@{k}" for k in smoke.ks}
     assert set(r["metrics"]["groups"]) == {"add", "remove", "change"}
-    assert r["params"]["total"] == r["params"]["trainable"] + r["params"]["frozen"] > 0
+    # pixel-mean (tests/conftest.py) counted by hand: EmbeddingBag (V + 1) x d, Linear 48 -> d
+    # (weight and bias), the normaliser's one scale; V = distinct words of the training texts
+    d, v = smoke.embed_dim, len({w for t in css_tiny.train_texts() for w in t.split()})
+    expected = (v + 1) * d + (48 * d + d) + 1
+    assert r["params"] == {"total": expected, "trainable": expected, "frozen": 0, "frozen_pretrained": 0}
     assert r["versions"]["torch"] == torch.__version__.split("+")[0] or r["versions"]["torch"] == torch.__version__
     assert r["device"].startswith("cpu") and r["cirbench_version"] == cirbench.__version__
     assert "git_commit" in r and r["pretrained_weights"] == []

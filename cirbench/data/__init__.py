@@ -1,7 +1,7 @@
 """Dataset contract and data machinery (public API for dataset plugins).
 
 * :mod:`~cirbench.data.contract`: the contract (:class:`CIRDataset`, :class:`DatasetSpec`,
-  :class:`Query`, :class:`Triplet`);
+  :class:`DatasetContext`, :class:`Query`, :class:`Triplet`);
 * :mod:`~cirbench.data.local`: :class:`LocalImageDataset`, the base of loaders of image
   files listed by relative path under a root, and its :class:`ImageIndex`;
 * :mod:`~cirbench.data.layout`: :class:`DataLayout`, :class:`Requirement`,
@@ -15,6 +15,8 @@
   (:func:`read_lines`, :func:`read_tsv`, :func:`read_json`, :func:`read_json_records`);
 * :mod:`~cirbench.data.validate`: the checks every dataset passes before training
   (:func:`validate_dataset`);
+* :mod:`~cirbench.data.model_inputs`: :func:`normalize_images` (uint8 images -> the
+  composer's float input, with the protocol's ``image_mean`` / ``image_std``);
 * :mod:`~cirbench.data.paths` (the rule for symbolic links), :mod:`~cirbench.data.decode`,
   :mod:`~cirbench.data.cache` (every cache: decoded images,
   generated datasets, text embeddings), :mod:`~cirbench.data.verify`.
@@ -29,7 +31,7 @@ from cirbench.data.annotations import (
     read_text,
     read_tsv,
 )
-from cirbench.data.contract import Availability, CIRDataset, DatasetSpec, Query, Triplet
+from cirbench.data.contract import Availability, CIRDataset, DatasetContext, DatasetSpec, Query, Triplet
 from cirbench.data.decode import ImageTransform, decode_image, display_rgb
 from cirbench.data.errors import (
     AnnotationError,
@@ -40,7 +42,7 @@ from cirbench.data.errors import (
     UnsafePathError,
     UnsupportedImageModeError,
 )
-from cirbench.data.images import normalize_images
+from cirbench.data.model_inputs import normalize_images
 from cirbench.data.layout import DataLayout, ImageEntry, PublishedCount, Requirement
 from cirbench.data.local import ImageIndex, LocalImageDataset
 from cirbench.data.locations import DataLocations, dataset_env_var, default_data_root
@@ -62,6 +64,7 @@ __all__ = [
     "DataLayout",
     "DataLocations",
     "DatasetNotAvailable",
+    "DatasetContext",
     "DatasetSpec",
     "DatasetValidationError",
     "DatasetValidationWarning",

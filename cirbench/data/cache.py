@@ -475,7 +475,8 @@ def load_or_generate(
 
     ``params`` (the generator's parameters) is the key; the generated ``data`` must repeat
     them, ``images`` must be ``uint8 [data["num_images"], *image_shape]`` and ``check(images,
-    data)`` must pass, else the cache is stale (logged, regenerated)."""
+    data)`` must pass (raising ``ValueError`` saying what is wrong; the message is given the
+    data file's name), else the cache is stale (logged, regenerated)."""
     if cache_dir is None:
         return generate()
     key = generated_key(name, params, label)
@@ -491,7 +492,10 @@ def load_or_generate(
         if images.dtype != np.uint8 or images.shape != shape:
             raise StaleCache(f"{IMAGES_FILE}: {images.dtype} {images.shape}, expected uint8 {shape}")
         if check is not None:
-            check(images, data)
+            try:
+                check(images, data)
+            except (ValueError, KeyError, TypeError) as exc:  # the check reads the data file
+                raise StaleCache(f"{DATA_FILE}: {exc}") from exc
 
     def build(tmp: Path) -> int:
         images, data = generate()

@@ -12,6 +12,7 @@ test queries. Its evaluation rules are data, so the evaluator stays generic:
 from __future__ import annotations
 
 import abc
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -66,6 +67,10 @@ class CIRDataset(abc.ABC):
 
     name: str = ""
     base_loss: str = "soft_triplet"
+    #: True when :meth:`images` only indexes (and perhaps resizes) a table held in memory, so
+    #: the whole table may be read once: training then keeps it on the device
+    #: (:mod:`cirbench.pipeline`). False (the default): images are read per batch.
+    images_in_memory: bool = False
 
     @property
     @abc.abstractmethod
@@ -148,27 +153,99 @@ class Availability:
 
 
 @dataclass(frozen=True)
+class DatasetContext:
+    """Everything a dataset is built from: what ``DatasetSpec.build(ctx)`` receives.
+
+    Fields:
+        protocol: the protocol; the dataset is built at its ``dataset_scale`` and
+            ``image_size``.
+        cache_dir: a folder the dataset may use to keep generated or decoded data between
+            runs (each kind in its own sub-folder, :mod:`cirbench.data.cache`); None: keep
+            nothing.
+        root: the dataset's local folder, found and checked against its ``layout`` by the
+            caller (:func:`cirbench.build.build_dataset`); None for an embedded dataset (one
+            with no ``layout``), or when the builder is called directly: a
+            :class:`~cirbench.data.LocalImageDataset` then looks in the environment
+            (:mod:`cirbench.data.locations`).
+
+    ``cache_dir`` and ``root`` given as strings are made :class:`~pathlib.Path`.
+    """
+
+    protocol: "Protocol"
+    cache_dir: Path | None = None
+    root: Path | None = None
+
+    def __post_init__(self) -> None:  # accept str paths, keep Path fields
+        for field in ("cache_dir", "root"):
+            value = getattr(self, field)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, field, Path(value))
+
+
+class DatasetBuildSignatureError(TypeError):
+    """A dataset plugin's ``build`` still takes the arguments of cirbench before 0.2,
+    ``build(protocol, cache_dir)`` or ``build(protocol, cache_dir, root)``, instead of one
+    :class:`DatasetContext`."""
+
+
+def _required_positional(build: Callable) -> int | None:
+    """How many positional arguments ``build`` requires (None: its signature is unknown)."""
+    try:
+        sig = inspect.signature(build)
+    except (TypeError, ValueError):  # some builtins and C callables
+        return None
+    return sum(
+        1 for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    )
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """What a plugin returns from ``cirbench_datasets``: a named dataset and how to build it.
 
-    ``build(protocol, cache_dir)`` returns a :class:`CIRDataset` at the protocol's
-    ``dataset_scale`` and ``image_size``; ``cache_dir`` is a folder the dataset may use to
-    keep generated or decoded data between runs.
+    ``build(ctx)`` receives a :class:`DatasetContext` (``ctx.protocol``, ``ctx.cache_dir``,
+    ``ctx.root``) and returns a :class:`CIRDataset` at the protocol's ``dataset_scale`` and
+    ``image_size``; ``ctx.cache_dir`` is a folder the dataset may use to keep generated or
+    decoded data between runs. A ``build`` that requires more than one positional argument
+    (the old ``build(protocol, cache_dir[, root])``) raises
+    :class:`DatasetBuildSignatureError` naming the dataset when the spec is made, so the
+    registry reports the plugin and its distribution.
 
     A dataset read from a local folder also gives its ``layout`` (a
     :class:`cirbench.data.layout.DataLayout`: default folder, required files, where it is
-    published). Its ``build`` then takes a third argument, ``build(protocol, cache_dir, root)``,
-    the dataset's folder (None: resolved from the environment). Callers use :meth:`create`,
-    which resolves the folder from a :class:`~cirbench.data.locations.DataLocations`, checks
-    the layout (raising :class:`~cirbench.data.errors.DatasetNotAvailable`) and builds;
+    published); its ``build`` then finds the folder checked in ``ctx.root``. Callers build
+    through :func:`cirbench.build.build_dataset` (or :meth:`create`, the same), which resolves
+    the folder from a :class:`~cirbench.data.locations.DataLocations`, checks the layout
+    (raising :class:`~cirbench.data.errors.DatasetNotAvailable`), builds and validates;
     :meth:`availability` answers without building. Embedded datasets (no ``layout``) are
     always available.
+
+    ``presets`` names the protocol presets meant for the dataset, its own first (a real
+    dataset's paper-scale ``full-<name>``; an embedded dataset's ``quick``...); ``cirbench
+    list`` shows them beside the dataset, and each preset beside its datasets. Empty: the
+    plugin says nothing (any protocol may be used).
     """
 
     name: str
-    build: "Callable[..., CIRDataset]"
+    build: "Callable[[DatasetContext], CIRDataset]"
     description: str = ""
     layout: "DataLayout | None" = None
+    presets: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.presets, str) or not all(isinstance(p, str) for p in self.presets):
+            raise TypeError(f"dataset {self.name!r}: presets must be a sequence of protocol names, "
+                            f"got {self.presets!r}")
+        object.__setattr__(self, "presets", tuple(self.presets))
+        required = _required_positional(self.build) if callable(self.build) else None
+        if required is not None and required > 1:
+            raise DatasetBuildSignatureError(
+                f"dataset {self.name!r}: its build {getattr(self.build, '__qualname__', self.build)!r} "
+                f"requires {required} positional arguments (the old build(protocol, cache_dir[, root])); "
+                "a dataset builder takes one cirbench.DatasetContext: build(ctx), reading "
+                "ctx.protocol, ctx.cache_dir and ctx.root"
+            )
 
     def root(self, data: "DataLocations | None" = None) -> "Path | None":
         """The dataset's local folder under ``data`` (None for an embedded dataset)."""
@@ -191,30 +268,8 @@ class DatasetSpec:
         self, protocol: "Protocol", cache_dir: "Path | str | None", data: "DataLocations | None" = None,
         validate: bool = True,
     ) -> CIRDataset:
-        """Build the dataset: ``build(protocol, cache_dir)`` for an embedded one; for a local
-        one, find its folder under ``data``, check it (raising
-        :class:`~cirbench.data.errors.DatasetNotAvailable`) and ``build(protocol, cache_dir, root)``.
-        A build that returns anything but a :class:`CIRDataset` raises :class:`DatasetTypeError`.
+        """The dataset built for a run: ``cirbench.build.build_dataset(self, protocol,
+        cache_dir, data, validate=validate)`` (see there for what is checked and raised)."""
+        from cirbench.build import build_dataset
 
-        With ``validate`` (the default; the runner's way) the built dataset then goes through
-        :func:`cirbench.data.validate.validate_dataset`: errors (no triplets, no queries, no
-        query answerable, a gallery listing an image twice, ids out of range) raise
-        :class:`~cirbench.data.errors.DatasetValidationError` naming each file and entry;
-        some unanswerable queries give a :class:`~cirbench.data.errors.DatasetValidationWarning`.
-        The conformance suite builds with ``validate=False`` and reports each check on its own."""
-        root = None
-        if self.layout is None:
-            ds = self.build(protocol, cache_dir)
-        else:
-            root = self.root(data)
-            self.layout.check(self.name, root, data)
-            ds = self.build(protocol, cache_dir, root)
-        if not isinstance(ds, CIRDataset):
-            raise DatasetTypeError(
-                f"dataset {self.name!r}: build returned {type(ds).__name__}, expected a cirbench.CIRDataset"
-            )
-        if validate:
-            from cirbench.data.validate import check_dataset_or_raise
-
-            check_dataset_or_raise(ds, self.name, self.layout, root)
-        return ds
+        return build_dataset(self, protocol, cache_dir, data, validate=validate)

@@ -34,7 +34,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from cirbench.data.contract import CIRDataset, DatasetSpec, Query, Triplet
+from cirbench.data.contract import CIRDataset, DatasetContext, DatasetSpec, Query, Triplet
 from cirbench.data.decode import ImageTransform, decode_image
 from cirbench.data.cache import ArrowImageCache
 from cirbench.data.layout import DataLayout
@@ -123,18 +123,22 @@ class LocalImageDataset(CIRDataset):
         raise NotImplementedError(f"{type(self).__name__}.load")
 
     @classmethod
-    def build(cls, protocol, cache_dir: Path | str | None, root: Path | str | None = None) -> "LocalImageDataset":
-        """``DatasetSpec.build``: the dataset from ``root`` (None: from the environment, see
-        :mod:`cirbench.data.locations`), checked against the layout first."""
-        if root is None:
-            root = cls.layout.root(cls.name, DataLocations())
+    def build(cls, ctx: DatasetContext) -> "LocalImageDataset":
+        """``DatasetSpec.build``: the dataset from ``ctx.root`` (None: from the environment,
+        see :mod:`cirbench.data.locations`), checked against the layout first, at
+        ``ctx.protocol``'s image size, its decoded images cached under ``ctx.cache_dir``.
+        Raises :class:`~cirbench.data.errors.DatasetNotAvailable` when the folder is missing
+        or incomplete."""
+        root = ctx.root if ctx.root is not None else cls.layout.root(cls.name, DataLocations())
         cls.layout.check(cls.name, Path(root))
-        return cls(root, protocol, cache_dir)
+        return cls(root, ctx.protocol, ctx.cache_dir)
 
     @classmethod
-    def dataset_spec(cls, description: str) -> DatasetSpec:
-        """The :class:`~cirbench.DatasetSpec` a plugin returns from ``cirbench_datasets``."""
-        return DatasetSpec(name=cls.name, build=cls.build, description=description, layout=cls.layout)
+    def dataset_spec(cls, description: str, presets: Sequence[str] = ()) -> DatasetSpec:
+        """The :class:`~cirbench.DatasetSpec` a plugin returns from ``cirbench_datasets``
+        (``presets``: the protocol presets meant for it, see :class:`~cirbench.DatasetSpec`)."""
+        return DatasetSpec(name=cls.name, build=cls.build, description=description, layout=cls.layout,
+                           presets=tuple(presets))
 
     # --- the contract -----------------------------------------------------------------------------
     @property

@@ -30,6 +30,7 @@ from cirbench.composer import Composer, ComposerSpec, TrainBatch, supports_atten
 from cirbench.losses import BASE_LOSSES
 from cirbench.testing.base import SkipCheck, fail
 from cirbench.testing.context import CheckContext
+from cirbench.train import DivergedError, train_step
 
 #: What a composer check takes: a registered name or a spec.
 Subject = Union[str, ComposerSpec]
@@ -87,20 +88,18 @@ def _optimizers(composer: Composer) -> list[torch.optim.Optimizer]:
     return list(opts)
 
 
-def _train_step(composer: Composer, batch: TrainBatch) -> Mapping[str, object]:
-    """One training step exactly as the engine takes it; returns the loss parts."""
+def _train_step(composer: Composer, batch: TrainBatch) -> dict[str, float]:
+    """One training step (step 0) exactly as the engine takes it
+    (:func:`cirbench.train.train_step`, on fresh optimisers); returns the loss parts."""
     composer.train()
-    composer.on_train_step_start(0)
     opts = _optimizers(composer)
-    if not composer.automatic_optimization:
-        return composer.training_step(batch, opts, 0)
-    parts = composer.training_loss(batch)
-    for opt in opts:
-        opt.zero_grad(set_to_none=True)
-    sum(parts.values()).backward()  # type: ignore[union-attr]
-    for opt in opts:
-        opt.step()
-    return parts
+    try:
+        return train_step(composer, batch, opts, step=0)
+    except DivergedError as exc:
+        fail(f"one training step on a fresh model: {exc} (the engine ends such a run as diverged)")
+    except (TypeError, ValueError) as exc:
+        fail(f"one training step as the engine takes it: {exc}")
+    raise AssertionError("unreachable")
 
 
 def _state_diff(a: Mapping[str, object], b: Mapping[str, object]) -> list[str]:
@@ -460,10 +459,7 @@ def _check_device(composer: Subject, ctx: CheckContext, device: str) -> None:
     q, t = _embed(model, images, texts)
     _expect_embedding("compose", q, 2, model.device)
     _expect_embedding("embed_target", t, 2, model.device)
-    parts = _train_step(model, ctx.train_batch(device=model.device))
-    for name, value in parts.items():
-        if isinstance(value, torch.Tensor) and value.device.type != want.type:
-            fail(f"loss part {name!r} is on {value.device}, expected {device}")
+    _train_step(model, ctx.train_batch(device=model.device))  # refuses loss parts on another device
 
 
 def check_cpu(composer: Subject, ctx: CheckContext) -> None:

@@ -17,16 +17,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cirbench.composer import Composer, ComposerContext, ComposerSpec, TrainBatch
+from cirbench.build import build_composer, build_dataset, composer_context
+from cirbench.composer import Composer, ComposerContext, ComposerSpec, ComposerTypeError, TrainBatch
 from cirbench.data.contract import CIRDataset, DatasetSpec, DatasetTypeError
-from cirbench.data.images import normalize_images
+from cirbench.data.model_inputs import normalize_images
 from cirbench.data.errors import DatasetNotAvailable
 from cirbench.data.locations import DataLocations
 from cirbench.plugins import Registry, load_registry
 from cirbench.protocol import BUILTIN_PROTOCOLS, Protocol
 from cirbench.testing.base import CheckFailed, SkipCheck
 from cirbench.testing.random_data import RandomDataset
-from cirbench.train import make_batch, seed_everything
+from cirbench.train import make_batch
 
 #: The embedding size of :func:`default_check_protocol` (small: checks are about contracts).
 CHECK_EMBED_DIM = 32
@@ -124,7 +125,7 @@ class CheckContext:
         if spec not in self._datasets:
             try:
                 # each check reports on its own, so the dataset is built unvalidated
-                ds = spec.create(self.protocol, self.cache_dir / "datasets", self.data, validate=False)
+                ds = build_dataset(spec, self.protocol, self.cache_dir / "datasets", self.data, validate=False)
             except DatasetNotAvailable as exc:  # a local dataset that is not here: nothing to check
                 raise SkipCheck(f"dataset {spec.name!r} is not available here ({exc.reason}); "
                                 "point --data-root or --data at a copy to check it") from exc
@@ -145,17 +146,11 @@ class CheckContext:
 
     # --- composers -----------------------------------------------------------------------------
     def composer_context(self, base_loss: str | None = None, device: str | None = None) -> ComposerContext:
-        """The :class:`~cirbench.ComposerContext` composers are built from (the training
-        texts and, unless given, the base loss of :meth:`train_dataset`)."""
-        ds = self.train_dataset()
-        return ComposerContext(
-            protocol=self.protocol,
-            train_texts=ds.train_texts(),
-            base_loss=base_loss or ds.base_loss,
-            dataset=ds.name,
-            device=device or self.device,
-            cache_dir=self.cache_dir / "composers",
-        )
+        """The :class:`~cirbench.ComposerContext` composers are built from
+        (:func:`cirbench.build.composer_context` of :meth:`train_dataset`; its base loss
+        unless ``base_loss`` is given)."""
+        return composer_context(self.protocol, self.train_dataset(), device=device or self.device,
+                                cache_dir=self.cache_dir / "composers", base_loss=base_loss)
 
     def build_composer(
         self,
@@ -165,18 +160,15 @@ class CheckContext:
         base_loss: str | None = None,
         device: str | None = None,
     ) -> Composer:
-        """Seed everything with ``seed``, build ``composer`` and move it to ``device``, as the
-        runner does. Raises :class:`CheckFailed` when the build returns no Composer."""
+        """``composer`` built on :meth:`train_dataset`, seeded with ``seed``, on ``device``,
+        as the runner builds it (:func:`cirbench.build.build_composer`). Raises
+        :class:`CheckFailed` when the build returns no Composer."""
         spec = self.composer_spec(composer)
-        ctx = self.composer_context(base_loss, device)
-        seed_everything(seed)
-        model = spec.build(ctx)
-        if not isinstance(model, Composer):
-            raise CheckFailed(
-                f"composer {spec.name!r}: build(ctx) returned {type(model).__name__}, "
-                "expected a cirbench.Composer"
-            )
-        return model.to(ctx.device)
+        try:
+            return build_composer(spec, self.protocol, self.train_dataset(), device=device or self.device,
+                                  cache_dir=self.cache_dir / "composers", seed=seed, base_loss=base_loss)
+        except ComposerTypeError as exc:
+            raise CheckFailed(str(exc)) from exc
 
     # --- inputs --------------------------------------------------------------------------------
     def query_inputs(
@@ -187,7 +179,7 @@ class CheckContext:
         rng = np.random.default_rng(seed)
         queries = list(ds.queries())
         picked = [queries[i] for i in rng.integers(0, len(queries), size=n)]
-        images = normalize_images(ds.images([q.reference for q in picked]), device or self.device)
+        images = normalize_images(ds.images([q.reference for q in picked]), device or self.device, self.protocol)
         return images, [q.text for q in picked]
 
     def train_batch(
@@ -196,7 +188,7 @@ class CheckContext:
         """A training batch of ``n`` (default: the protocol's batch size) sampled triplets."""
         ds = self.train_dataset()
         triplets = ds.sample_triplets(np.random.default_rng(seed), n or self.protocol.batch_size)
-        return make_batch(ds, triplets, device or self.device)
+        return make_batch(ds, triplets, device or self.device, self.protocol)
 
     # --- declarations ----------------------------------------------------------------------------
     def declared_expected_failures(self, kind: str, subject: str | ComposerSpec | DatasetSpec) -> dict[str, str]:

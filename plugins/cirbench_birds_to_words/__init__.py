@@ -29,7 +29,7 @@ FULL_BIRDS_TO_WORDS = pretrained_preset(
 def cirbench_datasets() -> list[DatasetSpec]:
     return [BirdsToWordsDataset.dataset_spec(
         "Birds-to-Words: image 1 + description -> image 2 on the test split, gallery = every "
-        "test-split image, identity hits (cirbench's protocol)")]
+        "test-split image, identity hits (cirbench's protocol)", presets=[FULL_BIRDS_TO_WORDS.name])]
 
 
 @hookimpl

@@ -36,9 +36,17 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from cirbench import Query, Triplet
-from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement, read_tsv
-from cirbench.data.layout import ImageEntry
+from cirbench import (
+    AnnotationError,
+    DataLayout,
+    ImageEntry,
+    LocalImageDataset,
+    PublishedCount,
+    Query,
+    Requirement,
+    Triplet,
+    read_tsv,
+)
 
 URL = "https://github.com/google-research-datasets/birds-to-words"
 TSV = "birds-to-words-v1.0.tsv"

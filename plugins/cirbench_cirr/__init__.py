@@ -43,9 +43,11 @@ FULL_CIRR_SUBSET = dataclasses.replace(
 def cirbench_datasets() -> list[DatasetSpec]:
     return [
         CirrDataset.dataset_spec(
-            "CIRR Recall@K: val split, gallery = every val image, identity hits on target_hard"),
+            "CIRR Recall@K: val split, gallery = every val image, identity hits on target_hard",
+            presets=[FULL_CIRR.name]),
         CirrSubsetDataset.dataset_spec(
-            "CIRR Recall_subset@K: val split, each query ranked among its image set's other members"),
+            "CIRR Recall_subset@K: val split, each query ranked among its image set's other members",
+            presets=[FULL_CIRR_SUBSET.name]),
     ]
 
 

@@ -44,9 +44,18 @@ from pathlib import Path
 
 import numpy as np
 
-from cirbench import Query, Triplet
-from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement, read_json, read_json_records
-from cirbench.data.layout import ImageEntry
+from cirbench import (
+    AnnotationError,
+    DataLayout,
+    ImageEntry,
+    LocalImageDataset,
+    PublishedCount,
+    Query,
+    Requirement,
+    Triplet,
+    read_json,
+    read_json_records,
+)
 
 URL = "https://github.com/Cuberick-Orion/CIRR"
 SPLITS = ("train", "val")
@@ -262,7 +271,7 @@ def build_hidden_split(self: "CirrDataset", cache_dir: Path | None = None):
     image for ``recall`` (top 50) and among the other members of its image set for
     ``recall_subset`` (top 3); written as the two JSON files the server takes
     (:func:`write_server_files`). Raises :class:`AnnotationError` for bad annotations."""
-    from cirbench.export import HiddenQuery, HiddenSplit, Ranking
+    from cirbench import HiddenQuery, HiddenSplit, Ranking
 
     for rel in (captions_file(HIDDEN_SPLIT), split_file(HIDDEN_SPLIT)):
         if not (self.root / rel).is_file():
@@ -304,7 +313,7 @@ def write_server_files(split, rankings: dict[str, list[list[int]]], out_dir: Pat
             obj[q.key] = [split.image_names[i] for i in top]
         check_server_file(server_file_name(metric), obj, split)
         files.append(obj)
-    from cirbench.export import write_json_checked
+    from cirbench import write_json_checked
 
     return [write_json_checked(out_dir / server_file_name(m), obj, SERVER_MAX_BYTES)
             for m, obj in zip(SERVER_TOP_K, files)]
@@ -315,7 +324,7 @@ def check_server_file(file: str, obj: dict, split) -> None:
     no other, each the metric's number of distinct names of the split, not the reference; for
     ``recall_subset`` each name a member of the query's image set. Raises
     :class:`cirbench.export.ExportFormatError` naming the file and the pairid."""
-    from cirbench.export import ExportFormatError, check_ranked_names
+    from cirbench import ExportFormatError, check_ranked_names
 
     if obj.get("version") != "rc2":
         raise ExportFormatError(f"{file}: 'version' must be 'rc2', got {obj.get('version')!r}")

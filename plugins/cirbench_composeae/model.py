@@ -28,14 +28,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cirbench import Composer, ComposerContext, TrainBatch
-from cirbench.encoders import (
+from cirbench import (
+    Composer,
+    ComposerContext,
     ImageEncoder,
     LSTMTextEncoder,
+    NormalizationLayer,
     SentenceEncoder,
+    TrainBatch,
+    base_loss,
     image_encoder_param_groups,
 )
-from cirbench.losses import NormalizationLayer, base_loss
 
 from cirbench_composeae.modules import ComposeAEComposition, ImageDecoder, TextDecoder
 from cirbench_composeae.text import FrozenTextEmbeddings, resolve_text_model

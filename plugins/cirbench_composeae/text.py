@@ -25,8 +25,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from cirbench.data import cache
-from cirbench.encoders import SentenceEncoder
+from cirbench import SentenceEncoder, load_or_compute_embeddings, sources_fingerprint, texts_digest
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +68,8 @@ def embedding_cache_key(encoder: SentenceEncoder, texts: Sequence[str]) -> str:
     the key of the in-memory table."""
     h = hashlib.sha256()
     h.update(f"cirbench-composeae-text/{CACHE_FORMAT}\n{encoder.settings_key()}\n".encode())
-    h.update(f"{encoder.model_dir}\n{cache.sources_fingerprint(encoder.model_dir)}\n".encode())
-    h.update(cache.texts_digest(texts).encode())
+    h.update(f"{encoder.model_dir}\n{sources_fingerprint(encoder.model_dir)}\n".encode())
+    h.update(texts_digest(texts).encode())
     return h.hexdigest()
 
 
@@ -110,7 +109,7 @@ class FrozenTextEmbeddings(nn.Module):
             _MEMORY.move_to_end(self.cache_key)
             self.source = "memory"
             return hit[1]
-        emb, self.source = cache.load_or_compute_embeddings(
+        emb, self.source = load_or_compute_embeddings(
             self.cache_dir, self.dataset, self.encoder.settings_key(), self.encoder.model_dir,
             unique, self._encode, self.out_dim)
         _MEMORY[self.cache_key] = (unique, emb)

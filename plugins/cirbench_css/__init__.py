@@ -31,11 +31,11 @@ def cirbench_datasets() -> list[DatasetSpec]:
     return [
         CssDataset.dataset_spec(
             "TIRG's CSS (3D images) from css_toy_dataset_novel2_small.dup.npy: add/remove/change, "
-            "label-based hits"),
+            "label-based hits", presets=[FULL_CSS.name]),
         DatasetSpec(
             name="css-2d", build=Css2dDataset.build, layout=Css2dDataset.layout,
             description="TIRG's CSS scenes drawn by the 2D renderer (needs only the .npy), "
-            "label-based hits"),
+            "label-based hits", presets=(FULL_CSS.name,)),
     ]
 
 

@@ -29,9 +29,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cirbench import CIRDataset, Protocol, Query, Triplet
-from cirbench.data import AnnotationError, DataLayout, DataLocations, LocalImageDataset, Requirement
-from cirbench.data.layout import ImageEntry
+from cirbench import (
+    AnnotationError,
+    CIRDataset,
+    DataLayout,
+    ImageEntry,
+    LocalImageDataset,
+    Protocol,
+    Query,
+    Requirement,
+    Triplet,
+)
 from cirbench_css.reader import CSS_FILE, SPLITS, CssSplit, image_entry, query_group, read_css_file
 from cirbench_css_synth.generator import CANVAS, render_scene
 
@@ -151,12 +159,8 @@ class Css2dDataset(_CssRecords, CIRDataset):
             except ValueError as exc:
                 raise AnnotationError(self.root / CSS_FILE, f"cannot draw a scene: {exc}") from exc
 
-    @classmethod
-    def build(cls, protocol: Protocol, cache_dir: Path | str | None, root: Path | str | None = None) -> "Css2dDataset":
-        if root is None:
-            root = cls.layout.root(cls.name, DataLocations())
-        cls.layout.check(cls.name, Path(root))
-        return cls(root, protocol, cache_dir)
+    # DatasetSpec.build: LocalImageDataset's rule (ctx.root, else the environment; checked first)
+    build = classmethod(LocalImageDataset.build.__func__)
 
     @property
     def num_images(self) -> int:

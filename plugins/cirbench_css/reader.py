@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cirbench.data.errors import AnnotationError
+from cirbench import AnnotationError
 
 CSS_FILE = "css_toy_dataset_novel2_small.dup.npy"
 SPLITS = ("train", "test")

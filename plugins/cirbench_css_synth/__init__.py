@@ -26,5 +26,6 @@ def cirbench_datasets() -> list[DatasetSpec]:
                 "synthetic CSS-like scenes (TIRG's 2D renderer): add/remove/change "
                 "modifications, label-based hits; generated and cached, no download"
             ),
+            presets=("quick", "smoke", "full"),
         )
     ]

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from cirbench.data import cache
+import cirbench
 from cirbench_css_synth.generator import CANVAS, GEN_VERSION, generate
 
 NAME = "css-synth"
@@ -31,16 +31,16 @@ def _label(scale: str, seed: int) -> str:
 
 def cache_folder(cache_dir: Path | str, scale: str, seed: int) -> Path:
     """Where the data of ``(scale, seed)`` is cached under ``cache_dir``."""
-    return cache.generated_key(NAME, _params(scale, seed), _label(scale, seed)).folder(cache_dir)
+    return cirbench.generated_key(NAME, _params(scale, seed), _label(scale, seed)).folder(cache_dir)
 
 
 def _check_meta(images: np.ndarray, meta: Mapping[str, Any]) -> None:
     n = meta["num_images"]
     if len(meta.get("scenes", ())) != n or len(meta.get("labels", ())) != n:
-        raise ValueError(f"{cache.DATA_FILE}: scenes/labels do not have {n} entries")
+        raise ValueError(f"scenes/labels do not have {n} entries")
     for field in ("triplets", "queries", "splits"):
         if field not in meta:
-            raise ValueError(f"{cache.DATA_FILE}: field {field!r} missing")
+            raise ValueError(f"field {field!r} missing")
 
 
 def load_or_generate(
@@ -48,7 +48,7 @@ def load_or_generate(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """``(images, meta)`` for ``(scale, seed)``: from the cache when it is valid, else
     generated (and cached when ``cache_dir`` is given)."""
-    return cache.load_or_generate(
+    return cirbench.load_or_generate(
         cache_dir, NAME, _params(scale, seed),
         lambda: generate(scale, seed),  # looked up at call time (tests replace it)
         image_shape=(CANVAS, CANVAS, 3),

@@ -10,14 +10,13 @@ same source with a different modification, so consecutive samples share a source
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cirbench import CIRDataset, Protocol, Query, Triplet
+from cirbench import CIRDataset, DatasetContext, Query, Triplet
 from cirbench_css_synth.cache import load_or_generate
 from cirbench_css_synth.generator import CANVAS, Modification, Scene, SceneObject
 
@@ -35,6 +34,7 @@ class CssSynthDataset(CIRDataset):
 
     name = "css-synth"
     base_loss = "soft_triplet"
+    images_in_memory = True  # one uint8 tensor: training keeps it on the device
 
     def __init__(self, images: np.ndarray, meta: dict[str, Any], image_size: int = CANVAS):
         if images.dtype != np.uint8 or images.shape[1:] != (CANVAS, CANVAS, 3):
@@ -146,8 +146,9 @@ class CssSynthDataset(CIRDataset):
         return [Modification.from_dict(t["mod"]) for t in self.meta["triplets"]]
 
 
-def build(protocol: Protocol, cache_dir: Path | str | None) -> CssSynthDataset:
-    """The css-synth dataset at ``protocol.dataset_scale`` and ``protocol.image_size``,
-    generated with :data:`GENERATION_SEED` and cached under ``cache_dir``."""
-    images, meta = load_or_generate(cache_dir, protocol.dataset_scale, GENERATION_SEED)
-    return CssSynthDataset(images, meta, image_size=protocol.image_size)
+def build(ctx: DatasetContext) -> CssSynthDataset:
+    """``DatasetSpec.build``: the css-synth dataset at ``ctx.protocol``'s ``dataset_scale``
+    and ``image_size``, generated with :data:`GENERATION_SEED` and cached under
+    ``ctx.cache_dir`` (None: generated, not kept)."""
+    images, meta = load_or_generate(ctx.cache_dir, ctx.protocol.dataset_scale, GENERATION_SEED)
+    return CssSynthDataset(images, meta, image_size=ctx.protocol.image_size)

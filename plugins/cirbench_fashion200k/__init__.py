@@ -23,7 +23,8 @@ FULL_FASHION200K = pretrained_preset(
 @hookimpl
 def cirbench_datasets() -> list[DatasetSpec]:
     return [Fashion200kDataset.dataset_spec(
-        "Fashion200k (TIRG's pairs 'replace X with Y', its test_queries.txt), label-based hits")]
+        "Fashion200k (TIRG's pairs 'replace X with Y', its test_queries.txt), label-based hits",
+        presets=[FULL_FASHION200K.name])]
 
 
 @hookimpl

@@ -31,10 +31,19 @@ from pathlib import Path
 
 import numpy as np
 
-from cirbench import Query, Triplet
-from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement, read_lines, read_tsv
-from cirbench.data.layout import ImageEntry
-from cirbench.data.paths import list_inside
+from cirbench import (
+    AnnotationError,
+    DataLayout,
+    ImageEntry,
+    LocalImageDataset,
+    PublishedCount,
+    Query,
+    Requirement,
+    Triplet,
+    list_inside,
+    read_lines,
+    read_tsv,
+)
 
 URL = "https://github.com/xthan/fashion-200k (test_queries.txt: https://github.com/google/tirg)"
 CATEGORIES = ("dresses", "jackets", "pants", "skirts", "tops")

@@ -76,5 +76,6 @@ def cirbench_datasets() -> list[DatasetSpec]:
                 "synthetic garments and shoes (FashionIQ-like): relative captions from a word "
                 "to a paragraph, per-category galleries, identity hits; generated, no download"
             ),
+            presets=("quick", "smoke", "full"),
         )
     ]

@@ -16,8 +16,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from cirbench import CIRDataset, Protocol, Query, Triplet
-from cirbench.data import cache
+import cirbench
+from cirbench import CIRDataset, DatasetContext, Query, Triplet
 from cirbench_fashion_synth.generator import GEN_VERSION, generate
 from cirbench_fashion_synth.products import Product
 
@@ -39,16 +39,16 @@ def _label(scale: str, seed: int, size: int) -> str:
 def cache_folder(cache_dir: Path | str, scale: str, seed: int, size: int) -> Path:
     """Where the data of ``(scale, seed, size)`` is cached under ``cache_dir`` (a
     generated-dataset cache of :mod:`cirbench.data.cache`)."""
-    return cache.generated_key(NAME, _params(scale, seed, size), _label(scale, seed, size)).folder(cache_dir)
+    return cirbench.generated_key(NAME, _params(scale, seed, size), _label(scale, seed, size)).folder(cache_dir)
 
 
 def _check_meta(images: np.ndarray, meta: Mapping[str, Any]) -> None:
     n = meta["num_images"]
     if len(meta.get("products", ())) != n:
-        raise ValueError(f"{cache.DATA_FILE}: products do not have {n} entries")
+        raise ValueError(f"products do not have {n} entries")
     for field in ("triplets", "queries", "splits", "galleries"):
         if field not in meta:
-            raise ValueError(f"{cache.DATA_FILE}: field {field!r} missing")
+            raise ValueError(f"field {field!r} missing")
 
 
 def load_or_generate(
@@ -56,7 +56,7 @@ def load_or_generate(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """``(images, meta)`` for ``(scale, seed, size)``: from the cache folder when it is
     valid, else generated (and written there when ``cache_dir`` is given)."""
-    return cache.load_or_generate(
+    return cirbench.load_or_generate(
         cache_dir, NAME, _params(scale, seed, size),
         lambda: generate(scale, seed, size),  # looked up at call time (tests count calls)
         image_shape=(size, size, 3),
@@ -74,6 +74,7 @@ class FashionSynthDataset(CIRDataset):
 
     name = "fashion-synth"
     base_loss = "batch_classification"
+    images_in_memory = True  # one uint8 tensor: training keeps it on the device
 
     def __init__(self, images: np.ndarray, meta: dict[str, Any]):
         size = int(meta["image_size"])
@@ -149,9 +150,11 @@ class FashionSynthDataset(CIRDataset):
         return self.meta["triplets"]
 
 
-def build(protocol: Protocol, cache_dir: Path | str | None) -> FashionSynthDataset:
-    """fashion-synth at ``protocol.dataset_scale``, drawn at ``protocol.image_size``,
-    generated with :data:`GENERATION_SEED` and cached under ``cache_dir``."""
-    images, meta = load_or_generate(cache_dir, protocol.dataset_scale, GENERATION_SEED, protocol.image_size)
+def build(ctx: DatasetContext) -> FashionSynthDataset:
+    """``DatasetSpec.build``: fashion-synth at ``ctx.protocol``'s ``dataset_scale``, drawn at
+    its ``image_size``, generated with :data:`GENERATION_SEED` and cached under
+    ``ctx.cache_dir`` (None: generated, not kept)."""
+    p = ctx.protocol
+    images, meta = load_or_generate(ctx.cache_dir, p.dataset_scale, GENERATION_SEED, p.image_size)
     return FashionSynthDataset(images, meta)
 

@@ -40,10 +40,10 @@ def cirbench_datasets() -> list[DatasetSpec]:
     return [
         FashionIQDataset.dataset_spec(
             "FashionIQ, VAL's protocol: val split, one query per caption, a gallery per category "
-            "(dress, shirt, toptee), identity hits"),
+            "(dress, shirt, toptee), identity hits", presets=[FULL_FASHIONIQ.name]),
         FashionIQJoinedDataset.dataset_spec(
             "FashionIQ with each pair's two captions joined into one query (ComposeAE's rule); "
-            "val split, a gallery per category, identity hits"),
+            "val split, a gallery per category, identity hits", presets=[FULL_FASHIONIQ.name]),
     ]
 
 

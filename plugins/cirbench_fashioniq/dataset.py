@@ -43,10 +43,19 @@ from typing import Callable
 
 import numpy as np
 
-from cirbench import Query, Triplet
-from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement, read_json, read_json_records
-from cirbench.data.layout import ImageEntry
-from cirbench.data.paths import list_inside
+from cirbench import (
+    AnnotationError,
+    DataLayout,
+    ImageEntry,
+    LocalImageDataset,
+    PublishedCount,
+    Query,
+    Requirement,
+    Triplet,
+    list_inside,
+    read_json,
+    read_json_records,
+)
 
 URL = "https://github.com/XiaoxiaoGuo/fashion-iq"
 CATEGORIES = ("dress", "shirt", "toptee")
@@ -306,7 +315,7 @@ def build_hidden_split(self: "FashionIQDataset", cache_dir: Path | None = None):
     caption for ``fashioniq-joined``), ranked over ``split.{cat}.test.json`` (the starter kit's
     gallery), the reference left out (cirbench's rule; the kit keeps it); written as the
     kit's ``{cat}.test.pred.json`` (:func:`write_prediction_files`)."""
-    from cirbench.export import HiddenQuery, HiddenSplit, Ranking
+    from cirbench import HiddenQuery, HiddenSplit, Ranking
 
     for c in CATEGORIES:
         for rel in (captions_file(c, HIDDEN_SPLIT), split_file(c, HIDDEN_SPLIT)):
@@ -339,7 +348,7 @@ def write_prediction_files(split, rankings: dict[str, list[list[int]]], out_dir:
     """``{cat}.test.pred.json`` per category, as the starter kit's ``eval.py`` writes it: the
     ``entries`` of ``cap.{cat}.test.json`` in order, each with ``"ranking"``: the top-50 asins of
     ``split.{cat}.test.json``. Every file is checked before any is written."""
-    from cirbench.export import check_ranked_names, write_json_checked
+    from cirbench import check_ranked_names, write_json_checked
 
     by_key = {q.key: top for q, top in zip(split.queries, rankings["ranking"])}
     out = {}

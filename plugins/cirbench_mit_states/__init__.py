@@ -24,7 +24,8 @@ FULL_MIT_STATES = pretrained_preset(
 @hookimpl
 def cirbench_datasets() -> list[DatasetSpec]:
     return [MitStatesDataset.dataset_spec(
-        "MIT-States (TIRG's 49 held-out test nouns; text = target adjective), label-based hits")]
+        "MIT-States (TIRG's 49 held-out test nouns; text = target adjective), label-based hits",
+        presets=[FULL_MIT_STATES.name])]
 
 
 @hookimpl

@@ -26,18 +26,19 @@ from pathlib import Path
 
 import numpy as np
 
-from cirbench import Query, Triplet
-from cirbench.data import (
+from cirbench import (
     DataLayout,
     DatasetValidationError,
+    ImageEntry,
     LocalImageDataset,
     Problem,
     PublishedCount,
+    Query,
     Requirement,
+    Triplet,
     check_name,
+    list_inside,
 )
-from cirbench.data.layout import ImageEntry
-from cirbench.data.paths import list_inside
 
 URL = "http://web.mit.edu/phillipi/Public/states_and_transformations/index.html"
 POOL_SEED = 0

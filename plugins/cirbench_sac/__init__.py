@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from cirbench import ComposerSpec, hookimpl
-from cirbench.attention import save_attention_overlays  # Fig. 4, drawn by the core
+from cirbench import ComposerSpec, hookimpl, save_attention_overlays  # Fig. 4 is drawn by the core
 
 from cirbench_sac.model import SAC
 

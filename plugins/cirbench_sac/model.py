@@ -14,8 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from cirbench import Composer, ComposerContext, TrainBatch
-from cirbench.encoders import build_image_backbone
+from cirbench import Composer, ComposerContext, TrainBatch, build_image_backbone
 
 from cirbench_sac.modules import (
     SFA,

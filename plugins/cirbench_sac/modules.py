@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cirbench.encoders import Vocabulary
+from cirbench import Vocabulary
 
 
 class SentenceTextEncoder(nn.Module):

@@ -27,7 +27,8 @@ FULL_SHOES = pretrained_preset(
 @hookimpl
 def cirbench_datasets() -> list[DatasetSpec]:
     return [ShoesDataset.dataset_spec(
-        "Shoes relative captions (train/eval name lists), identity hits, gallery = every eval image")]
+        "Shoes relative captions (train/eval name lists), identity hits, gallery = every eval image",
+        presets=[FULL_SHOES.name])]
 
 
 @hookimpl

@@ -33,10 +33,19 @@ from pathlib import Path
 
 import numpy as np
 
-from cirbench import Query, Triplet
-from cirbench.data import AnnotationError, DataLayout, LocalImageDataset, PublishedCount, Requirement, read_json_records, read_lines
-from cirbench.data.layout import ImageEntry
-from cirbench.data.paths import list_inside
+from cirbench import (
+    AnnotationError,
+    DataLayout,
+    ImageEntry,
+    LocalImageDataset,
+    PublishedCount,
+    Query,
+    Requirement,
+    Triplet,
+    list_inside,
+    read_json_records,
+    read_lines,
+)
 
 URL = ("https://github.com/XiaoxiaoGuo/fashion-retrieval/tree/master/dataset (images: the Attribute "
        "Discovery dataset, http://tamaraberg.com/attributesDataset/index.html)")

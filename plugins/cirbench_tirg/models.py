@@ -39,9 +39,16 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from cirbench import Composer, ComposerContext, TrainBatch
-from cirbench.encoders import ImageEncoder, LSTMTextEncoder, image_encoder_param_groups
-from cirbench.losses import NormalizationLayer, base_loss
+from cirbench import (
+    Composer,
+    ComposerContext,
+    ImageEncoder,
+    LSTMTextEncoder,
+    NormalizationLayer,
+    TrainBatch,
+    base_loss,
+    image_encoder_param_groups,
+)
 
 #: TIRG main.py: base learning rate and SGD momentum.
 DEFAULT_LR = 0.01
