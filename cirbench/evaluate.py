@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from cirbench.metrics import (
     recall_by_group,
 )
 from cirbench.progress import progress_bar
+
+if TYPE_CHECKING:
+    from cirbench.results import QueryRanks
 
 
 class NonFiniteEmbeddingError(FloatingPointError):

@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 #: ImageNet's per-channel mean and standard deviation of RGB pixels in [0, 1]: the defaults of

@@ -45,3 +45,24 @@ def css_tiny(tmp_path_factory):
     from cirbench.plugins import load_registry
 
     return load_registry().dataset("css-synth").build(DatasetContext(SMOKE, tmp_path_factory.mktemp("css-cache")))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch intra-op thread for a module of tiny-tensor tests (as fast on a quiet machine,
+    many times faster on a busy one: no oversubscription of the cores); restored after it. A
+    module asks for it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """A tiny BERT in the sentence-transformers layout (tests/fixtures/models.py)."""
+    from tests.fixtures.models import write_tiny_bert
+
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny-bert") / "tiny-bert")

@@ -25,15 +25,10 @@ from cirbench.runner import Runner, RunOptions
 
 from tests.fixtures.protocols import SMOKE
 
+# tiny tensors: one torch thread is as fast on a quiet machine and much faster on a busy one
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 LEVELS = ("layer3", "layer4")  # sac's default levels
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

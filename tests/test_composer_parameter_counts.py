@@ -13,7 +13,6 @@ import dataclasses
 from functools import partial
 
 import pytest
-import torch
 
 from cirbench import ComposerSpec
 from cirbench.plugins import load_registry
@@ -21,18 +20,13 @@ from cirbench.protocol import BUILTIN_PROTOCOLS
 from cirbench.testing import CheckContext
 from cirbench.train import train
 
+# tiny tensors: one torch thread is as fast on a quiet machine and much faster on a busy one
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 REGISTRY = load_registry()
 SMOKE = next(p for p in BUILTIN_PROTOCOLS if p.name == "smoke")
 CONTEXT = CheckContext(registry=REGISTRY)
 MAIN = ["image-only", "text-only", "concat", "tirg", "tirg-lastconv", "composeae", "sac"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _params_with_gradients(model, steps: int) -> int:

@@ -316,7 +316,6 @@ def sampled_by_hand(q: torch.Tensor, t: torch.Tensor, m: int, seed: int) -> floa
     row index) from one ``torch.rand(2B, 2B-2)`` call; keep the m with the smallest keys."""
     b = len(q)
     keys = torch.rand(2 * b, 2 * b - 2, generator=torch.Generator().manual_seed(seed))
-    feats = q.tolist() + t.tolist()
     triplets = []
     for a in range(2 * b):
         negatives = [k for k in range(2 * b) if k % b != a % b]

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from cirbench import ComposerSpec, DatasetSpec, hookimpl
+from cirbench import DatasetSpec, hookimpl
 from cirbench.plugins import PluginError, UnknownNameError, load_registry
 from tests.fixtures.external_plugin import EXTERNAL_PLUGIN, install_fake_distribution
 

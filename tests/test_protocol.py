@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from cirbench.protocol import BUILTIN_PROTOCOLS, Protocol
+from cirbench.protocol import BUILTIN_PROTOCOLS
 
 BY_NAME = {p.name: p for p in BUILTIN_PROTOCOLS}
 

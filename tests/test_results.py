@@ -343,8 +343,6 @@ def test_ranks_file_round_trip_checksum_and_old_results(tmp_path):
     only when its SHA-256 matches; a result without one (older) reads as before."""
     import dataclasses
 
-    import numpy as np
-
     from cirbench.results import QueryRanks, RanksFileError
 
     store = ResultsStore(tmp_path)

@@ -14,18 +14,8 @@ from torch import nn
 from cirbench.encoders.sentence import SentenceEncoder, mean_pool
 from tests.fixtures.models import TEXTS, TINY_HIDDEN, UNSEEN, write_tiny_bert
 
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    return write_tiny_bert(tmp_path_factory.mktemp("tiny-bert") / "tiny-bert")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny tensors: one torch thread is as fast on a quiet machine and much faster on a busy one
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- mean_pool -----------------------------------------------------------------------------------

@@ -34,16 +34,6 @@ from tests.fixtures.external_plugin import EXTERNAL_PLUGIN, install_fake_distrib
 REGISTRY = load_registry()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The checks run tiny tensors: one torch thread is as fast on a quiet machine and many
-    times faster on a busy one (no oversubscription of the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 #: One context for the whole module: the registry is loaded and each dataset built once.
 CONTEXT = CheckContext(registry=REGISTRY)
 
@@ -526,6 +516,9 @@ class Noisy(PixelMean):
     expected_failures={{("pm", "check_cpu"): "claims to fail but passes",
                        ("noisy", "check_eval_determinism"): "noise on purpose"}},
 )
+
+# tiny tensors: one torch thread is as fast on a quiet machine and much faster on a busy one
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_conformance(name, check):
     check(name)
 """

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from cirbench import ComposerContext, TrainBatch
+from cirbench import ComposerContext
 from cirbench.encoders.sentence import SentenceEncoder
 from cirbench.losses import batch_classification_loss
 from cirbench.protocol import BUILTIN_PROTOCOLS
@@ -50,26 +50,15 @@ from cirbench_composeae.modules import (
     rotation,
 )
 
+# tiny tensors: one torch thread is as fast on a quiet machine and much faster on a busy one
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SMOKE = next(p for p in BUILTIN_PROTOCOLS if p.name == "smoke")
 PROTOCOL = dataclasses.replace(SMOKE, embed_dim=64, image_size=32, batch_size=4)
 D, T = 64, 24  # module tests: image width (a multiple of 32, so 2d//64 = 2 pool bins), text width
 
 
 # --- fixtures --------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    return write_tiny_bert(tmp_path_factory.mktemp("tiny-bert") / "tiny-bert")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest (and immune to a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

@@ -30,15 +30,10 @@ from cirbench_fashion_synth.captions import COLOR_WORDS, PATTERN_ADJ, PATTERN_NO
 from cirbench_fashion_synth.generator import GEN_VERSION, caption_statistics
 from cirbench_fashion_synth.products import BACKGROUND, COLORS, PATTERNS, all_products
 
+# tiny tensors: one torch thread is as fast on a quiet machine and much faster on a busy one
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SMOKE = next(p for p in BUILTIN_PROTOCOLS if p.name == "smoke")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

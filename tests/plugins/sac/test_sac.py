@@ -10,7 +10,6 @@ import dataclasses
 
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,18 +31,13 @@ from cirbench_sac.modules import (
     valid_negatives,
 )
 
+# tiny tensors: one torch thread is as fast on a quiet machine and much faster on a busy one
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SMOKE = next(p for p in BUILTIN_PROTOCOLS if p.name == "smoke")
 PROTOCOL = dataclasses.replace(SMOKE, embed_dim=16, image_size=64, batch_size=4, iterations=10)
 TEXTS = ["add red cube", "remove blue sphere", "make green cylinder large", "add gray sphere"]
 SMALL = dict(word_dim=8, sent_dim=16)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make(**kw) -> SAC:

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from cirbench import ComposerContext, TrainBatch
+from cirbench import ComposerContext
 from cirbench.losses import (
     NormalizationLayer,
     batch_classification_loss,
