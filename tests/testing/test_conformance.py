@@ -31,6 +31,9 @@ from cirbench.testing import (
 )
 from tests.fixtures.external_plugin import EXTERNAL_PLUGIN, install_fake_distribution
 
+# tiny tensors: one torch thread is as fast on a quiet machine and much faster on a busy one
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 REGISTRY = load_registry()
 
 
@@ -516,9 +519,6 @@ class Noisy(PixelMean):
     expected_failures={{("pm", "check_cpu"): "claims to fail but passes",
                        ("noisy", "check_eval_determinism"): "noise on purpose"}},
 )
-
-# tiny tensors: one torch thread is as fast on a quiet machine and much faster on a busy one
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_conformance(name, check):
     check(name)
 """
