@@ -46,7 +46,6 @@ def attention(reg: Registry, args: argparse.Namespace) -> int:
     index out of range, a composer without attention maps or a missing saved model."""
     from cirbench.attention import write_attention_report
     from cirbench.composer import supports_attention_maps
-    from cirbench.train import seed_everything
 
     runner, key, dataset = saved_run(reg, args)
     protocol, seed = key.protocol, key.seed
@@ -59,8 +58,7 @@ def attention(reg: Registry, args: argparse.Namespace) -> int:
         indices = list(dict.fromkeys(args.query_index))
     else:
         indices = list(range(min(args.queries, n)))
-    seed_everything(seed)
-    composer = runner.build_composer(key, dataset)
+    composer = runner.build_composer(key, dataset)  # seeded with the run's seed
     if not supports_attention_maps(composer):
         raise CliError(f"composer {args.composer!r} ({reg.provider('composer', args.composer)}) has no "
                        "attention maps: it does not implement Composer.attention_maps "

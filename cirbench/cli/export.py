@@ -6,7 +6,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cirbench.cli.options import CliError, add_cache_dir_option, add_data_options, add_results_option
+from cirbench.cli.options import (
+    CliError,
+    add_cache_dir_option,
+    add_data_options,
+    add_device_options,
+    add_results_option,
+    int_at_least,
+)
 from cirbench.cli.saved_model import load_saved, saved_run
 from cirbench.plugins import Registry
 from cirbench.protocol import DEFAULT_PROTOCOL
@@ -20,14 +27,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dataset", required=True, metavar="NAME", help="the dataset it was run on (cirr, fashioniq, ...)")
     p.add_argument("--protocol", default=DEFAULT_PROTOCOL, metavar="NAME",
                    help=f"protocol of the run (default: {DEFAULT_PROTOCOL})")
-    # --seed and --threads are plain integers here (attention and run take int_at_least): kept as they were
-    p.add_argument("--seed", type=int, default=None, metavar="N",
+    p.add_argument("--seed", type=int_at_least(0), default=None, metavar="N",
                    help="seed of the run (default: the protocol's first seed)")
     add_results_option(p)
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the prediction files")
     add_cache_dir_option(p)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
+    add_device_options(p)
     add_data_options(p)
     p.set_defaults(func=export)
 
@@ -39,10 +44,9 @@ def export(reg: Registry, args: argparse.Namespace) -> int:
     written then)."""
     from cirbench.data.errors import AnnotationError
     from cirbench.export import ExportFormatError, export_predictions, has_hidden_split
-    from cirbench.train import seed_everything
 
     runner, key, dataset = saved_run(reg, args)
-    protocol, seed = key.protocol, key.seed
+    protocol = key.protocol
     if not has_hidden_split(dataset):
         raise CliError(f"dataset {args.dataset!r} has no hidden test split to export (its loader "
                        "defines no hidden_split; see cirbench/export.py)")
@@ -50,8 +54,7 @@ def export(reg: Registry, args: argparse.Namespace) -> int:
         split = dataset.hidden_split(Path(args.cache_dir))
     except AnnotationError as exc:
         raise CliError(str(exc)) from exc
-    seed_everything(seed)
-    composer = runner.build_composer(key, dataset)
+    composer = runner.build_composer(key, dataset)  # seeded with the run's seed
     load_saved(runner, key, composer, args)
     try:
         files = export_predictions(composer, split, Path(args.out), batch_size=protocol.eval_batch_size,

@@ -130,3 +130,16 @@ def test_data_verify_of_an_empty_folder_says_each_missing_file_once(capsys, tmp_
         assert err.count(f"matching {req.pattern} ") == 1, req.pattern
     # a header, one line per requirement (9 for FashionIQ), where it is published, how to point elsewhere
     assert len(err.strip().splitlines()) == 1 + len(layout.requirements) + 2
+
+
+@pytest.mark.parametrize("command", ["export", "attention"])
+@pytest.mark.parametrize("option,value,expected", [
+    ("--seed", "-1", "argument --seed: must be >= 0, got -1"),
+    ("--threads", "0", "argument --threads: must be >= 1, got 0"),
+])
+def test_seed_and_threads_are_checked_alike_by_the_commands_that_load_a_saved_run(
+        capsys, tmp_path, command, option, value, expected):
+    code, _, err = _run(capsys, command, "--composer", "tirg", "--dataset", "css-synth", "--results",
+                        str(tmp_path), "--out", str(tmp_path / "out"), option, value)
+    assert code == 2 and expected in err
+    assert not (tmp_path / "out").exists()
