@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cirbench import DatasetContext, DatasetSpec
+from cirbench import DatasetSpec
 from cirbench.cli import main
 from cirbench.plugins import load_registry
 
@@ -51,7 +51,7 @@ def test_presets_must_be_protocol_names():
     with pytest.raises(TypeError, match="dataset 'x': presets must be a sequence of protocol names"):
         DatasetSpec(name="x", build=lambda ctx: None, presets="quick")
     spec = DatasetSpec(name="x", build=lambda ctx: None, presets=["quick"])
-    assert spec.presets == ("quick",) and isinstance(DatasetContext, type)
+    assert spec.presets == ("quick",)
 
 
 def test_a_preset_named_by_a_dataset_but_not_registered_is_shown_as_such(capsys, monkeypatch):
